@@ -1,0 +1,31 @@
+{
+  "targets": [
+    {
+      "target_name": "kradagrad_cpu",
+      "sources": [
+        "native/core/ops.cc",
+        "native/cpu/cpu_backend.cc",
+        "native/napi/addon.cc",
+        "native/napi/args.cc",
+        "native/napi/backends.cc",
+        "native/napi/errors.cc",
+        "native/napi/ops_binding.cc",
+        "native/napi/tensor_handle.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "/usr/include/x86_64-linux-gnu/openblas-pthread"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "libraries": ["-llapacke", "-lopenblas"],
+      "conditions": [
+        ["OS=='mac'", {
+          "xcode_settings": { "GCC_ENABLE_CPP_EXCEPTIONS": "YES", "CLANG_CXX_LANGUAGE_STANDARD": "c++17" }
+        }]
+      ]
+    }
+  ]
+}

@@ -1,0 +1,102 @@
+// The Backend interface: the primitives every device (CPU, CUDA) implements. Everything
+// above it (native/core/ops.cc, the N-API layer, the TypeScript optimizers) is written
+// once against these. No napi.h and no CUDA headers here.
+//
+// Memory model: a backend owns raw buffers (host memory on CPU, device memory on CUDA).
+// Tensors (tensor.h) are a batch of same-shape row-major arrays stored back to back in
+// one buffer. Every primitive is stream-ordered on its backend; results that come back to
+// the host (reductions, finiteness, solver info) synchronize.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "status.h"
+
+namespace krad {
+
+enum class DType : int { F32 = 0, F64 = 1 };
+inline size_t dtype_size(DType d) { return d == DType::F32 ? 4 : 8; }
+inline const char* dtype_name(DType d) { return d == DType::F32 ? "float32" : "float64"; }
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;   // "cpu" | "cuda"
+  virtual std::string device() const = 0; // human-readable device description
+
+  // ---- memory -------------------------------------------------------------------------
+  virtual Status allocate(size_t bytes, void** ptr) = 0;
+  virtual void release(void* ptr) = 0;
+  virtual Status upload(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual Status download(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual Status copy(void* dst, const void* src, size_t bytes) = 0;
+  virtual Status fill(DType dt, void* dst, size_t count, double value) = 0;
+  virtual Status cast(DType src_dt, const void* src, DType dst_dt, void* dst, size_t count) = 0;
+  virtual Status synchronize() = 0;
+
+  // ---- products -----------------------------------------------------------------------
+  // Row-major strided-batched GEMM: C_b = alpha * op(A_b) op(B_b) + beta * C_b for
+  // b < batch, op(A) is m x k, op(B) is k x n, C is m x n. A stride of 0 broadcasts.
+  virtual Status gemm(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                      double alpha, const void* a, int64_t lda, int64_t stride_a,
+                      const void* b, int64_t ldb, int64_t stride_b, double beta, void* c,
+                      int64_t ldc, int64_t stride_c, int64_t batch) = 0;
+
+  // dst[q][p][r] = src[p][q][r] for each of `batch` items of p x q x r elements: swaps the
+  // first two axes of a 3-axis view. Unfolding mode i of a rank-k tensor is this with
+  // p = prod(dims before i), q = dims[i], r = prod(dims after i).
+  virtual Status transpose3(DType dt, const void* src, void* dst, int64_t batch, int64_t p,
+                            int64_t q, int64_t r) = 0;
+
+  // ---- symmetric eigensolver ----------------------------------------------------------
+  // For each of `batch` symmetric n x n matrices A_b (row-major, the lower triangle is
+  // read): w_b ascending eigenvalues, V_b[i][j] = component i of eigenvector j.
+  // `a` is not modified. info[b] = 0 on success, > 0 when that item did not converge
+  // (then its w/V are unspecified). A non-OK Status is reserved for calls that could not run.
+  virtual Status syevd(DType dt, const void* a, void* w, void* v, int64_t n, int64_t batch,
+                       std::vector<int>* info) = 0;
+
+  // out_b[i][j] = V_b[i][j] * f(w_b[j]) with f(x) = max(x, floor)^p: the left factor of
+  // V diag(f(w)) V^T.
+  virtual Status eig_scale(DType dt, const void* v, const void* w, void* out, int64_t n,
+                           int64_t batch, double p, double floor) = 0;
+
+  // ---- elementwise (count = elements per item; per-item coefficient arrays may be null,
+  // then the scalar is used) ------------------------------------------------------------
+  // y = alpha_b * x + beta_b * y
+  virtual Status axpby(DType dt, int64_t batch, int64_t count, const double* alphas,
+                       double alpha, const void* x, const double* betas, double beta,
+                       void* y) = 0;
+  // acc = a * acc + b * x * y     (x == y gives running squares)
+  virtual Status mul_acc(DType dt, size_t count, double a, double b, const void* x,
+                         const void* y, void* acc) = 0;
+  // out = x / (sqrt(acc * scale) + eps)
+  virtual Status div_sqrt(DType dt, size_t count, const void* x, const void* acc, double scale,
+                          double eps, void* out) = 0;
+  // A_b += alpha_b I (n x n items)
+  virtual Status add_identity(DType dt, void* a, int64_t n, int64_t batch, const double* alphas,
+                              double alpha) = 0;
+  // A_b = (A_b + A_b^T) / 2
+  virtual Status symmetrize(DType dt, void* a, int64_t n, int64_t batch) = 0;
+
+  // ---- reductions (results come back to the host, one per item) -----------------------
+  virtual Status dot(DType dt, const void* x, const void* y, int64_t batch, int64_t count,
+                     std::vector<double>* out) = 0;
+  virtual Status trace(DType dt, const void* a, int64_t n, int64_t batch,
+                       std::vector<double>* out) = 0;
+  // finite[b] = 1 when item b has no NaN/Inf
+  virtual Status all_finite(DType dt, const void* x, int64_t batch, int64_t count,
+                            std::vector<uint8_t>* finite) = 0;
+
+  // ---- block gather/scatter -----------------------------------------------------------
+  // For each box j < nbox, the sub-box of `src` (rank-r array with dims src_dims) starting
+  // at offsets[j*r .. j*r+r) with extents box_dims is copied into item j of `dst` (boxes
+  // laid back to back, row-major). scatter == true copies the other way (dst -> src).
+  virtual Status boxes(DType dt, void* src, const std::vector<int64_t>& src_dims,
+                       const std::vector<int64_t>& box_dims, const std::vector<int64_t>& offsets,
+                       void* dst, bool scatter) = 0;
+};
+
+}  // namespace krad

@@ -1,0 +1,56 @@
+// Backend-neutral tensor operations, written once against the Backend primitives. Each
+// validates shapes/dtypes/backends and returns a Status; none touches N-API or CUDA.
+#pragma once
+#include <vector>
+
+#include "tensor.h"
+
+namespace krad {
+
+// C = alpha * op(A) op(B) + beta * C over the batch. A: [bA, m, k] (or [bA, k, m] when
+// trans_a), B likewise; bA and bB are either C's batch or 1 (broadcast).
+Status gemm(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b, double alpha,
+            double beta);
+
+// H = alpha * G_(mode) G_(mode)^T + beta * H: the contraction of G with itself over every
+// axis but `mode`. G: [b, d0..d_{k-1}], H: [b, d_mode, d_mode].
+Status gram(const Tensor& g, int mode, Tensor& h, double alpha, double beta);
+
+// out_(mode) = op(M) G_(mode): the mode-`mode` product. M: [b or 1, n_out, d_mode] (or
+// [.., d_mode, n_out] when trans_m); out has G's shape with d_mode replaced by n_out.
+// Contracting axis `mode` of G with axis 0 of P (tensordot) is trans_m = true.
+Status mode_product(const Tensor& g, int mode, const Tensor& m, Tensor& out, bool trans_m);
+
+// Batched symmetric eigendecomposition (lower triangle read). w: [b, n] ascending,
+// v: [b, n, n] with eigenvectors in columns. info[b] > 0 marks items that failed.
+Status eigh(const Tensor& a, Tensor& w, Tensor& v, std::vector<int>* info);
+
+// out = V diag(max(w, floor)^p) V^T where (w, V) = eigh(A + ridge I). Items whose eigh
+// failed (info[b] > 0) are left as they were in `out`, so a caller keeps its previous root.
+Status matpow(const Tensor& a, double p, double floor, double ridge, Tensor& out,
+              std::vector<int>* info);
+
+// y = alpha_b x + beta_b y (alphas/betas: empty = scalar for every item, else one per item).
+Status axpby(const Tensor& x, Tensor& y, const std::vector<double>& alphas, double alpha,
+             const std::vector<double>& betas, double beta);
+Status scale(Tensor& x, const std::vector<double>& alphas, double alpha);
+Status add_identity(Tensor& a, const std::vector<double>& alphas, double alpha);
+Status symmetrize(Tensor& a);
+Status copy(const Tensor& src, Tensor& dst);  // same numel; casts when dtypes differ
+Status fill(Tensor& x, double value);
+// acc = a acc + b x y
+Status mul_acc(const Tensor& x, const Tensor& y, Tensor& acc, double a, double b);
+// out = x / (sqrt(acc * scale) + eps)
+Status div_sqrt(const Tensor& x, const Tensor& acc, Tensor& out, double scale, double eps);
+
+Status dot(const Tensor& x, const Tensor& y, std::vector<double>* out);  // per item
+Status frob_norm(const Tensor& x, std::vector<double>* out);             // per item
+Status trace(const Tensor& a, std::vector<double>* out);                 // per item, square items
+Status all_finite(const Tensor& x, std::vector<uint8_t>* out);           // per item
+
+// Gather (scatter = false) the boxes at `offsets` (nbox x rank, flattened) of the single
+// item tensor `full` (shape = full's item shape, batch 1) into `blocks` (batch = nbox,
+// item shape = box dims), or scatter them back (scatter = true).
+Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, bool scatter);
+
+}  // namespace krad

@@ -1,0 +1,29 @@
+// Module entry: one per addon (CPU or CUDA build of the same sources).
+#include <napi.h>
+
+#include "addon_data.h"
+#include "ops_binding.h"
+#include "tensor_handle.h"
+
+namespace krad_napi {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData<AddonData>(data);
+  Napi::Function ctor = TensorHandle::Init(env);
+  data->tensor_ctor = Napi::Persistent(ctor);
+  exports.Set("NativeTensor", ctor);
+  InitOps(env, exports);
+#ifdef KRAD_WITH_CUDA
+  exports.Set("flavor", Napi::String::New(env, "cuda"));
+#else
+  exports.Set("flavor", Napi::String::New(env, "cpu"));
+#endif
+  exports.Set("abiVersion", Napi::Number::New(env, 1));
+  return exports;
+}
+
+}  // namespace krad_napi
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return krad_napi::Init(env, exports); }
+NODE_API_MODULE(kradagrad, InitAddon)

@@ -1,0 +1,38 @@
+// JS handle to a backend-owned krad::Tensor. dispose() frees it early (idempotent); the
+// garbage collector frees it otherwise. Native memory of CPU tensors is reported to V8.
+#pragma once
+#include <napi.h>
+
+#include "../core/tensor.h"
+
+namespace krad_napi {
+
+class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  static Napi::Object Wrap(Napi::Env env, krad::TensorPtr t);
+  // The tensor behind a JS value; throws INVALID_HANDLE / DISPOSED with `what` named.
+  static krad::TensorPtr Get(Napi::Env env, const Napi::Value& v, const char* what);
+  static bool Is(Napi::Env env, const Napi::Value& v);
+
+  explicit TensorHandle(const Napi::CallbackInfo& info);
+  ~TensorHandle() override;
+
+ private:
+  Napi::Value Dtype(const Napi::CallbackInfo& info);
+  Napi::Value Shape(const Napi::CallbackInfo& info);
+  Napi::Value Batch(const Napi::CallbackInfo& info);
+  Napi::Value BackendName(const Napi::CallbackInfo& info);
+  Napi::Value Bytes(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value Read(const Napi::CallbackInfo& info);   // read([into]) -> typed array
+  Napi::Value Write(const Napi::CallbackInfo& info);  // write(typedArray)
+  Napi::Value Reshape(const Napi::CallbackInfo& info);  // reshape(batch, shape) -> view
+
+  void Release(Napi::Env env);
+  krad::TensorPtr tensor_;
+  int64_t reported_ = 0;  // bytes reported to V8
+};
+
+}  // namespace krad_napi
