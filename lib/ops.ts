@@ -1,0 +1,225 @@
+/**
+ * Typed tensor operations. Each runs on the backend of its tensors (all must share one);
+ * outputs are written in place into the tensors given, or allocated when omitted and
+ * returned. Shapes are per item; a batch of 1 broadcasts where noted.
+ */
+import { KradagradError, rejectUnknownKeys } from './errors';
+import { NativeTensor } from './native';
+import { Backend, Tensor } from './tensor';
+
+function be(...ts: Tensor[]): Backend {
+  const b = ts[0].backend;
+  for (const t of ts) {
+    if (!(t instanceof Tensor)) throw new KradagradError('Expected kradagrad Tensor arguments', 'INVALID_HANDLE');
+    if (t.backend.addon !== b.addon) {
+      throw new KradagradError(`Tensors live on different backends (${b.name} and ${t.backend.name})`, 'BACKEND_MISMATCH');
+    }
+  }
+  return b;
+}
+const n = (t: Tensor): NativeTensor => t.native;
+type Coeff = number | number[] | Float64Array;
+
+export interface GemmOptions {
+  transA?: boolean;
+  transB?: boolean;
+  /** Default 1. */
+  alpha?: number;
+  /** Default 0 (C is overwritten). */
+  beta?: number;
+}
+/** C = alpha op(A) op(B) + beta C, batched; A or B may have batch 1 (broadcast). */
+export function gemm(a: Tensor, b: Tensor, c?: Tensor, opts: GemmOptions = {}): Tensor {
+  rejectUnknownKeys(opts, ['transA', 'transB', 'alpha', 'beta'], 'gemm');
+  const B = be(a, b, ...(c ? [c] : []));
+  if (!c) {
+    const m = opts.transA ? a.shape[1] : a.shape[0];
+    const nn = opts.transB ? b.shape[0] : b.shape[1];
+    if (a.shape.length !== 2 || b.shape.length !== 2) {
+      throw new KradagradError(`gemm: expected matrices but got shapes [${a.shape}] and [${b.shape}]`, 'SHAPE_MISMATCH');
+    }
+    c = B.tensor(a.dtype, [m, nn], Math.max(a.batch, b.batch));
+  }
+  B.addon.gemm(n(a), n(b), n(c), opts.transA ?? false, opts.transB ?? false, opts.alpha ?? 1, opts.beta ?? 0);
+  return c;
+}
+
+/** H = alpha G_(mode) G_(mode)^T + beta H: contraction of G with itself over all axes but `mode`. */
+export function gram(g: Tensor, mode: number, h?: Tensor, alpha = 1, beta = 0): Tensor {
+  const B = be(g, ...(h ? [h] : []));
+  if (!h) {
+    const d = g.shape[mode];
+    if (d === undefined) throw new KradagradError(`gram: mode ${mode} out of range for shape [${g.shape}]`, 'INVALID_ARGUMENT');
+    h = B.tensor(g.dtype, [d, d], g.batch);
+  }
+  B.addon.gram(n(g), mode, n(h), alpha, beta);
+  return h;
+}
+
+/**
+ * Mode product: out_(mode) = op(M) G_(mode) (op(M) = M^T when `transM`). With
+ * `transM = true` this contracts axis `mode` of G with axis 0 of M (tensordot).
+ */
+export function modeProduct(g: Tensor, mode: number, m: Tensor, out?: Tensor, transM = false): Tensor {
+  const B = be(g, m, ...(out ? [out] : []));
+  if (!out) {
+    if (g.shape[mode] === undefined || m.shape.length !== 2) {
+      throw new KradagradError(`modeProduct: mode ${mode} / matrix [${m.shape}] do not fit [${g.shape}]`, 'SHAPE_MISMATCH');
+    }
+    const shape = g.shape.slice();
+    shape[mode] = transM ? m.shape[1] : m.shape[0];
+    out = B.tensor(g.dtype, shape, g.batch);
+  }
+  B.addon.modeProduct(n(g), mode, n(m), n(out), transM);
+  return out;
+}
+
+/** Per-item outcome of a batched eigensolver call: 0 = ok, > 0 = that item failed. */
+export type SolverInfo = Int32Array;
+
+function throwOnFailure(info: SolverInfo, op: string, a: Tensor): void {
+  const bad = info.findIndex((x) => x !== 0);
+  if (bad < 0) return;
+  const finite = a.backend.addon.allFinite(n(a));
+  if (!finite[bad]) {
+    throw new KradagradError(`${op}: item ${bad} of the input is not finite`, 'NONFINITE', { item: bad });
+  }
+  throw new KradagradError(`${op}: the eigensolver failed on item ${bad} (info ${info[bad]})`, 'EIGH_FAILED', {
+    item: bad,
+    info: info[bad],
+  });
+}
+
+export interface EighResult {
+  /** Eigenvalues, ascending: batch of [n]. */
+  w: Tensor;
+  /** Eigenvectors in columns: batch of [n, n]. */
+  v: Tensor;
+  info: SolverInfo;
+}
+export interface EighOptions {
+  /** Return per-item failures in `info` instead of throwing (default false). */
+  allowFailures?: boolean;
+}
+
+function eighOut(a: Tensor): { w: Tensor; v: Tensor } {
+  if (a.shape.length !== 2 || a.shape[0] !== a.shape[1]) {
+    throw new KradagradError(`eigh: expected square matrices but got shape [${a.shape}]`, 'SHAPE_MISMATCH');
+  }
+  return { w: a.backend.tensor(a.dtype, [a.shape[0]], a.batch), v: a.backend.tensor(a.dtype, a.shape, a.batch) };
+}
+
+/** Batched symmetric eigendecomposition (the lower triangle is read). */
+export function eigh(a: Tensor, opts: EighOptions = {}): EighResult {
+  rejectUnknownKeys(opts, ['allowFailures'], 'eigh');
+  const B = be(a);
+  const { w, v } = eighOut(a);
+  const info = B.addon.eigh(n(a), n(w), n(v));
+  if (!opts.allowFailures) throwOnFailure(info, 'eigh', a);
+  return { w, v, info };
+}
+
+/** {@link eigh} off the main thread (libuv pool); the event loop stays free meanwhile. */
+export async function eighAsync(a: Tensor, opts: EighOptions = {}): Promise<EighResult> {
+  rejectUnknownKeys(opts, ['allowFailures'], 'eighAsync');
+  const B = be(a);
+  const { w, v } = eighOut(a);
+  const info = await B.addon.eighAsync(n(a), n(w), n(v));
+  if (!opts.allowFailures) throwOnFailure(info, 'eighAsync', a);
+  return { w, v, info };
+}
+
+export interface MatpowOptions {
+  /** Eigenvalues are clamped below at this value before the power (default 0; must be > 0 for p < 0). */
+  floor?: number;
+  /** Added to the diagonal before the eigendecomposition (default 0). */
+  ridge?: number;
+  /** Output; items whose eigh fails keep their previous contents. */
+  out?: Tensor;
+  /** Return failures in `info` instead of throwing (default false). */
+  allowFailures?: boolean;
+}
+const matpowKeys = ['floor', 'ridge', 'out', 'allowFailures'];
+
+/** A^p = V diag(max(w, floor)^p) V^T of symmetric PSD matrices, (w, V) = eigh(A + ridge I). */
+export function matpow(a: Tensor, p: number, opts: MatpowOptions = {}): { out: Tensor; info: SolverInfo } {
+  rejectUnknownKeys(opts, matpowKeys, 'matpow');
+  const B = be(a, ...(opts.out ? [opts.out] : []));
+  const out = opts.out ?? B.tensor(a.dtype, a.shape, a.batch);
+  const info = B.addon.matpow(n(a), p, opts.floor ?? 0, opts.ridge ?? 0, n(out));
+  if (!opts.allowFailures) throwOnFailure(info, 'matpow', a);
+  return { out, info };
+}
+
+/** {@link matpow} off the main thread. */
+export async function matpowAsync(a: Tensor, p: number, opts: MatpowOptions = {}): Promise<{ out: Tensor; info: SolverInfo }> {
+  rejectUnknownKeys(opts, matpowKeys, 'matpowAsync');
+  const B = be(a, ...(opts.out ? [opts.out] : []));
+  const out = opts.out ?? B.tensor(a.dtype, a.shape, a.batch);
+  const info = await B.addon.matpowAsync(n(a), p, opts.floor ?? 0, opts.ridge ?? 0, n(out));
+  if (!opts.allowFailures) throwOnFailure(info, 'matpowAsync', a);
+  return { out, info };
+}
+
+/** y = alpha x + beta y; alpha/beta are numbers or one value per item. */
+export function axpby(x: Tensor, y: Tensor, alpha: Coeff, beta: Coeff = 1): Tensor {
+  be(x, y).addon.axpby(n(x), n(y), alpha, beta);
+  return y;
+}
+/** x *= alpha (number or per item). */
+export function scale(x: Tensor, alpha: Coeff): Tensor {
+  be(x).addon.scale(n(x), alpha);
+  return x;
+}
+/** A += alpha I (number or per item). */
+export function addIdentity(a: Tensor, alpha: Coeff): Tensor {
+  be(a).addon.addIdentity(n(a), alpha);
+  return a;
+}
+/** A = (A + A^T) / 2. */
+export function symmetrize(a: Tensor): Tensor {
+  be(a).addon.symmetrize(n(a));
+  return a;
+}
+/** dst = src (same element count; casts between float32 and float64). */
+export function copy(src: Tensor, dst: Tensor): Tensor {
+  be(src, dst).addon.copy(n(src), n(dst));
+  return dst;
+}
+export function fill(x: Tensor, value: number): Tensor {
+  be(x).addon.fill(n(x), value);
+  return x;
+}
+/** acc = a acc + b x y (elementwise). */
+export function mulAcc(x: Tensor, y: Tensor, acc: Tensor, a: number, b: number): Tensor {
+  be(x, y, acc).addon.mulAcc(n(x), n(y), n(acc), a, b);
+  return acc;
+}
+/** out = x / (sqrt(acc scale) + eps) (elementwise). */
+export function divSqrt(x: Tensor, acc: Tensor, out: Tensor, scale: number, eps: number): Tensor {
+  be(x, acc, out).addon.divSqrt(n(x), n(acc), n(out), scale, eps);
+  return out;
+}
+/** Per-item dot products. */
+export function dot(x: Tensor, y: Tensor): Float64Array {
+  return be(x, y).addon.dot(n(x), n(y));
+}
+/** Per-item Frobenius norms. */
+export function frobNorm(x: Tensor): Float64Array {
+  return be(x).addon.frobNorm(n(x));
+}
+/** Per-item traces of square items. */
+export function trace(a: Tensor): Float64Array {
+  return be(a).addon.trace(n(a));
+}
+/** Per-item finiteness (true = no NaN/Inf). */
+export function allFinite(x: Tensor): boolean[] {
+  return Array.from(be(x).addon.allFinite(n(x)), (v) => v === 1);
+}
+/**
+ * Copies the boxes of `full` (batch 1) at `offsets` (one offset array per box) into the
+ * items of `blocks` (batch = number of boxes, item shape = box extents), or back when `scatter`.
+ */
+export function boxes(full: Tensor, blocks: Tensor, offsets: number[][], scatter = false): void {
+  be(full, blocks).addon.boxes(n(full), n(blocks), offsets.flat(), scatter);
+}

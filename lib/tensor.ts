@@ -1,0 +1,128 @@
+/**
+ * Tensors: backend-owned buffers behind handles. A tensor is a batch of same-shape
+ * row-major arrays (`batch` items of `shape`). Host data goes in with
+ * {@link Backend.fromArray} / {@link Tensor.write} and comes back only when asked
+ * ({@link Tensor.read}). Free early with `dispose()` or `using`; a FinalizationRegistry
+ * frees forgotten ones when they are collected.
+ */
+import { KradagradError, describe } from './errors';
+import { BackendName, BackendRequest, LoadReport, NativeAddon, NativeTensor, loadBackend } from './native';
+
+export type DType = 'float32' | 'float64';
+export type TypedArrayFor<D extends DType> = D extends 'float32' ? Float32Array : Float64Array;
+export type FloatArray = Float32Array | Float64Array;
+
+const registry = new FinalizationRegistry<NativeTensor>((n) => {
+  if (!n.disposed) n.dispose();
+});
+
+export class Tensor {
+  /** @internal */ readonly native: NativeTensor;
+  readonly backend: Backend;
+
+  /** @internal Use Backend.tensor / Backend.fromArray. */
+  constructor(backend: Backend, native: NativeTensor) {
+    this.backend = backend;
+    this.native = native;
+    registry.register(this, native, this);
+  }
+  get dtype(): DType {
+    return this.native.dtype;
+  }
+  /** Shape of one item. */
+  get shape(): number[] {
+    return this.native.shape;
+  }
+  /** Number of items. */
+  get batch(): number {
+    return this.native.batch;
+  }
+  /** Elements in one item. */
+  get itemSize(): number {
+    return this.shape.reduce((a, b) => a * b, 1);
+  }
+  /** Elements in all items. */
+  get size(): number {
+    return this.itemSize * this.batch;
+  }
+  get bytes(): number {
+    return this.native.bytes;
+  }
+  get disposed(): boolean {
+    return this.native.disposed;
+  }
+  /** Copies the whole tensor to the host (into `into` when given). */
+  read(into?: FloatArray): FloatArray {
+    return this.native.read(into);
+  }
+  /** Overwrites the whole tensor from host data of the same dtype and length. */
+  write(data: FloatArray): this {
+    this.native.write(data);
+    return this;
+  }
+  /** A view of the same storage as `batch` items of `shape` (same element count). */
+  reshape(shape: number[], batch = 1): Tensor {
+    return new Tensor(this.backend, this.native.reshape(batch, shape));
+  }
+  /** Frees the native memory now. Idempotent; later use throws DISPOSED. */
+  dispose(): void {
+    registry.unregister(this);
+    this.native.dispose();
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+function checkShape(shape: unknown, what: string): number[] {
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 1)) {
+    throw new KradagradError(`Expected an array of positive integers for ${what} but received ${describe(shape)}`, 'INVALID_ARGUMENT');
+  }
+  return shape as number[];
+}
+
+/** A loaded backend: where tensors live. Obtain with {@link getBackend}. */
+export class Backend {
+  readonly name: BackendName;
+  /** @internal */ readonly addon: NativeAddon;
+  /** How the backend was chosen (addon path, device, why CUDA is not used). */
+  readonly report: LoadReport;
+
+  /** @internal */
+  constructor(addon: NativeAddon, report: LoadReport) {
+    this.addon = addon;
+    this.report = report;
+    this.name = report.backend;
+  }
+  get device(): string {
+    return this.report.device;
+  }
+  /** A zero tensor of `batch` items of `shape`. */
+  tensor(dtype: DType, shape: number[], batch = 1): Tensor {
+    return new Tensor(this, this.addon.tensor(this.name, dtype, batch, checkShape(shape, 'shape')));
+  }
+  /** A tensor holding a copy of `data` (dtype from the array type). */
+  fromArray(data: FloatArray, shape: number[], batch = 1): Tensor {
+    return new Tensor(this, this.addon.fromArray(this.name, data, batch, checkShape(shape, 'shape')));
+  }
+  /** Waits for queued work (a no-op on CPU). */
+  synchronize(): void {
+    this.addon.synchronize(this.name);
+  }
+}
+
+const backends = new Map<string, Backend>();
+
+/**
+ * The backend for `request` (default 'auto': CUDA when its addon and a device load,
+ * else CPU; `backend.report.cudaReason` says why CUDA was not used).
+ */
+export function getBackend(request: BackendRequest = 'auto'): Backend {
+  const cached = backends.get(request);
+  if (cached) return cached;
+  const { addon, report } = loadBackend(request);
+  const existing = [...backends.values()].find((b) => b.addon === addon && b.name === report.backend);
+  const b = existing ?? new Backend(addon, report);
+  backends.set(request, b);
+  return b;
+}
