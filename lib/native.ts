@@ -64,7 +64,17 @@ export interface LoadReport {
   cudaReason?: string;
 }
 
-const root = path.resolve(__dirname, '..');
+/** The package root: the nearest folder above this file with kradagrad's package.json (lib/ or dist/lib/). */
+export const packageRoot = ((): string => {
+  let d = __dirname;
+  for (let i = 0; i < 5; i++) {
+    const p = path.join(d, 'package.json');
+    if (fs.existsSync(p) && JSON.parse(fs.readFileSync(p, 'utf8')).name === 'kradagrad') return d;
+    d = path.dirname(d);
+  }
+  return path.resolve(__dirname, '..');
+})();
+const root = packageRoot;
 const addons = new Map<string, NativeAddon>();
 let errorClassSet = new WeakSet<NativeAddon>();
 

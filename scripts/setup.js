@@ -60,7 +60,7 @@ function nativeAddon() {
 }
 
 function typescript() {
-  const dist = path.join(root, 'dist', 'index.js');
+  const dist = path.join(root, 'dist', 'lib', 'index.js');
   const src = Math.max(newest(path.join(root, 'lib'), /\.ts$/), newest(path.join(root, 'bench'), /\.ts$/));
   if (fs.existsSync(dist) && fs.statSync(dist).mtimeMs >= src) return;
   log('compiling TypeScript (tsc -p tsconfig.build.json)');
