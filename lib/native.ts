@@ -48,7 +48,7 @@ export interface NativeAddon {
   frobNorm(x: NativeTensor): Float64Array;
   trace(a: NativeTensor): Float64Array;
   allFinite(x: NativeTensor): Uint8Array;
-  boxes(full: NativeTensor, blocks: NativeTensor, offsets: number[], scatter?: boolean): void;
+  boxes(full: NativeTensor, blocks: NativeTensor, offsets: number[], scatter?: boolean, first?: number): void;
   synchronize(backend: string): void;
 }
 

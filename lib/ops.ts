@@ -217,9 +217,9 @@ export function allFinite(x: Tensor): boolean[] {
   return Array.from(be(x).addon.allFinite(n(x)), (v) => v === 1);
 }
 /**
- * Copies the boxes of `full` (batch 1) at `offsets` (one offset array per box) into the
- * items of `blocks` (batch = number of boxes, item shape = box extents), or back when `scatter`.
+ * Copies the boxes of `full` (batch 1) at `offsets` (one offset array per box) into
+ * items first, first+1, ... of `blocks` (item shape = box extents), or back when `scatter`.
  */
-export function boxes(full: Tensor, blocks: Tensor, offsets: number[][], scatter = false): void {
-  be(full, blocks).addon.boxes(n(full), n(blocks), offsets.flat(), scatter);
+export function boxes(full: Tensor, blocks: Tensor, offsets: number[][], scatter = false, first = 0): void {
+  be(full, blocks).addon.boxes(n(full), n(blocks), offsets.flat(), scatter, first);
 }

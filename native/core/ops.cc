@@ -372,7 +372,7 @@ Status all_finite(const Tensor& x, std::vector<uint8_t>* out) {
   return x.backend()->all_finite(x.dtype(), x.data(), x.batch(), x.item_numel(), out);
 }
 
-Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, bool scatter) {
+Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, bool scatter, int64_t first) {
   const char* op = "boxes";
   KRAD_RETURN_IF_ERROR(compatible(full, blocks, op));
   const int r = full.rank();
@@ -381,10 +381,14 @@ Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, 
   if (blocks.rank() != r)
     return Status::Error(Code::SHAPE_MISMATCH, "boxes: blocks " + blocks.describe() + " must have the rank of " +
                                                    full.describe());
-  if (static_cast<int64_t>(offsets.size()) != blocks.batch() * r)
-    return Status::Error(Code::SHAPE_MISMATCH, "boxes: expected " + std::to_string(blocks.batch() * r) +
-                                                   " offsets (batch x rank) but got " + std::to_string(offsets.size()));
-  for (int64_t j = 0; j < blocks.batch(); ++j)
+  if (r == 0 || offsets.size() % r != 0)
+    return Status::Error(Code::SHAPE_MISMATCH, "boxes: expected rank-" + std::to_string(r) +
+                                                   " offsets per box but got " + std::to_string(offsets.size()) + " numbers");
+  const int64_t nbox = static_cast<int64_t>(offsets.size()) / r;
+  if (first < 0 || first + nbox > blocks.batch())
+    return Status::Error(Code::SHAPE_MISMATCH, "boxes: items " + std::to_string(first) + ".." +
+                                                   std::to_string(first + nbox - 1) + " do not exist in " + blocks.describe());
+  for (int64_t j = 0; j < nbox; ++j)
     for (int i = 0; i < r; ++i) {
       int64_t o = offsets[j * r + i];
       if (o < 0 || o + blocks.shape()[i] > full.shape()[i])
@@ -393,8 +397,8 @@ Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, 
                                                          " overruns " + full.describe());
     }
   if (full.data() == blocks.data()) return Status::Error(Code::INVALID_ARGUMENT, "boxes: tensors must not alias");
-  return full.backend()->boxes(full.dtype(), full.data(), full.shape(), blocks.shape(), offsets, blocks.data(),
-                               scatter);
+  char* dst = static_cast<char*>(blocks.data()) + first * blocks.item_numel() * dtype_size(blocks.dtype());
+  return full.backend()->boxes(full.dtype(), full.data(), full.shape(), blocks.shape(), offsets, dst, scatter);
 }
 
 }  // namespace krad

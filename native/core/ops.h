@@ -49,8 +49,8 @@ Status trace(const Tensor& a, std::vector<double>* out);                 // per 
 Status all_finite(const Tensor& x, std::vector<uint8_t>* out);           // per item
 
 // Gather (scatter = false) the boxes at `offsets` (nbox x rank, flattened) of the single
-// item tensor `full` (shape = full's item shape, batch 1) into `blocks` (batch = nbox,
-// item shape = box dims), or scatter them back (scatter = true).
-Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, bool scatter);
+// item tensor `full` (batch 1) into items first .. first+nbox-1 of `blocks` (item shape =
+// box dims), or scatter them back (scatter = true).
+Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, bool scatter, int64_t first = 0);
 
 }  // namespace krad

@@ -267,12 +267,13 @@ Napi::Value AllFinite(const Napi::CallbackInfo& info) {
   return a;
 }
 
-// boxes(full, blocks, offsets, scatter = false)
+// boxes(full, blocks, offsets, scatter = false, first = 0)
 Napi::Value Boxes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto full = T(info, 0, "full"), blocks = T(info, 1, "blocks");
   auto offsets = int_list_arg(env, info.Length() > 2 ? info[2] : env.Undefined(), "offsets");
-  check(env, krad::boxes(*full, *blocks, offsets, bool_or(env, info, 3, "scatter", false)));
+  int64_t first = info.Length() > 4 && !info[4].IsUndefined() ? int_arg(env, info, 4, "first") : 0;
+  check(env, krad::boxes(*full, *blocks, offsets, bool_or(env, info, 3, "scatter", false), first));
   return env.Undefined();
 }
 
