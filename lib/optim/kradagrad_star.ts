@@ -1,0 +1,49 @@
+/**
+ * KrADagrad* (Mei, Moreno, Walters 2023, Algorithm 1): keeps the inverse statistics
+ * L ~ B^(-1) per block and dim and updates them without any inversion,
+ *   L <- L / beta2 (beta2 < 1);  L <- L - d L L^T (damping d > 0);
+ *   H = G_(i) G_(i)^T;  L <- L - L H L / t,
+ *   t = 1 + ||H L||_F ('paper') or n_i (1 + tr(H L)) ('reference', the authors' code),
+ * with L0 = I / eps. Roots are positive, P = L^(1/(2k)), which stay accurate in float32.
+ */
+import * as ops from '../ops';
+import type { Tensor } from '../tensor';
+import { Group, KroneckerOptimizer } from './kronecker';
+import { ResolvedKradagradStar, resolveKradagradStar } from './options';
+import type { KradagradStarOptions, NamedParams } from './types';
+
+export class KradagradStar extends KroneckerOptimizer {
+  readonly kind = 'kradagrad_star';
+  private readonly ko: ResolvedKradagradStar;
+  constructor(params: NamedParams, opts?: KradagradStarOptions) {
+    const o = resolveKradagradStar(opts);
+    super(params, o, 'KradagradStar');
+    this.ko = o;
+  }
+  protected initStatistic(s: Tensor): Tensor {
+    return ops.addIdentity(s, 1 / this.o.epsilon);
+  }
+  protected updateStatistics(g: Group): void {
+    const { beta2, damping, normalization } = this.ko;
+    g.stats.forEach((L, i) => {
+      const [H, HL, T] = g.scratch[i];
+      const n = g.extent[i];
+      if (beta2 < 1) ops.scale(L, 1 / beta2);
+      if (damping > 0) {
+        ops.gemm(L, L, T, { transB: true });
+        ops.axpby(T, L, -damping, 1);
+      }
+      ops.gram(g.G, i, H);
+      ops.gemm(H, L, HL);
+      const t =
+        normalization === 'reference'
+          ? Array.from(ops.trace(HL), (tr) => n * (1 + tr))
+          : Array.from(ops.frobNorm(HL), (nr) => 1 + nr);
+      ops.gemm(L, HL, T);
+      ops.axpby(T, L, t.map((x) => -1 / x), 1);
+    });
+  }
+  protected rootSpec(k: number): { p: number; floor: number } {
+    return { p: 1 / (2 * k), floor: 0 };
+  }
+}

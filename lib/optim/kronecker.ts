@@ -1,0 +1,336 @@
+/**
+ * The Kronecker-factored optimizers' shared machinery: blocking plan, batched block
+ * groups, gathering gradients into blocks and scattering directions back, root refresh
+ * with guards (keep the previous root, float64 retry, coded error after repeated
+ * failures), grafting, and the update schedule (statistics / root frequency, start step).
+ * Subclasses supply the factor statistics and the root exponent.
+ */
+import { KradagradError } from '../errors';
+import * as ops from '../ops';
+import type { DType, Tensor } from '../tensor';
+import { BaseOptimizer, ParamSlot } from './base';
+import { BlockGroup, ParamPlan, groupBlocks, planParam } from './blocking';
+import { ResolvedPreconditioner } from './options';
+import { newtonRoot } from './roots';
+import type { StateEntry } from './state';
+import type { NamedParams } from './types';
+
+/** Ridge added to every factor before its eigendecomposition (the reference's 1e-8 I). */
+export const ROOT_RIDGE = 1e-8;
+
+/** A batch of same-extent blocks and their factors. */
+export interface Group {
+  extent: number[];
+  k: number;
+  batch: number;
+  members: BlockGroup['members'];
+  /** Per parameter: where its blocks sit in the batch and their offsets. */
+  segments: { param: number; first: number; offsets: number[][] }[];
+  /** The gradient blocks of this step (compute dtype). */
+  G: Tensor;
+  /** Ping-pong buffers for mode products. */
+  bufA: Tensor;
+  bufB: Tensor;
+  /** Per dim: statistics (S or L) and root, batch of [n_i, n_i]. */
+  stats: Tensor[];
+  roots: Tensor[];
+  /** Per dim scratch, batch of [n_i, n_i]. */
+  scratch: Tensor[][];
+  /** Per dim, per item: consecutive root failures. */
+  failures: Int32Array[];
+}
+
+/** Per-parameter buffers of the Kronecker optimizers. */
+interface KSlot {
+  plan: ParamPlan;
+  /** Gradient in compute dtype, viewed in the transformed shape (aliases slot.g when dtypes match). */
+  gT?: Tensor;
+  gc: Tensor;
+  /** Preconditioned direction in compute dtype (flat) and its transformed view. */
+  dc: Tensor;
+  dT?: Tensor;
+  /** Direction in parameter dtype (aliases dc when dtypes match). */
+  d: Tensor;
+  /** Graft state. */
+  graftAcc?: Tensor;
+  graftMom?: Tensor;
+  graftDir?: Tensor;
+  /** Pre-start momentum of raw gradients (AdaGrad graft, as the reference). */
+  rawMom?: Tensor;
+}
+
+export abstract class KroneckerOptimizer extends BaseOptimizer {
+  protected readonly o: ResolvedPreconditioner;
+  protected readonly groups: Group[];
+  protected readonly k: KSlot[];
+  protected readonly cdt: DType;
+
+  protected constructor(params: NamedParams, o: ResolvedPreconditioner, where: string) {
+    super(params, o, where);
+    this.o = o;
+    this.cdt = o.statisticsDtype;
+    const B = this.backend;
+    const plans = this.slots.map((s) => planParam(s.name, s.shape, o.blockSize, o.mergeDims));
+    this.k = this.slots.map((s, i) => {
+      const plan = plans[i];
+      const gc = s.dtype === this.cdt ? s.g : B.tensor(this.cdt, [s.size]);
+      const dc = B.tensor(this.cdt, [s.size]);
+      const ks: KSlot = { plan, gc, dc, d: s.dtype === this.cdt ? dc : B.tensor(s.dtype, [s.size]) };
+      if (plan.transformed.length) {
+        ks.gT = gc.reshape(plan.transformed);
+        ks.dT = dc.reshape(plan.transformed);
+      }
+      return ks;
+    });
+    this.groups = groupBlocks(plans).map((bg) => this.makeGroup(bg, plans));
+  }
+
+  private makeGroup(bg: BlockGroup, plans: ParamPlan[]): Group {
+    const B = this.backend;
+    const batch = bg.members.length;
+    const segments: Group['segments'] = [];
+    bg.members.forEach((m, j) => {
+      const last = segments[segments.length - 1];
+      const off = plans[m.param].blocks[m.block].offset;
+      if (last && last.param === m.param) last.offsets.push(off);
+      else segments.push({ param: m.param, first: j, offsets: [off] });
+    });
+    const t = (shape: number[]): Tensor => B.tensor(this.cdt, shape, batch);
+    const stats = bg.extent.map((n) => this.initStatistic(t([n, n])));
+    const roots = bg.extent.map((n) => ops.addIdentity(t([n, n]), 1));
+    return {
+      extent: bg.extent,
+      k: bg.extent.length,
+      batch,
+      members: bg.members,
+      segments,
+      G: t(bg.extent),
+      bufA: t(bg.extent),
+      bufB: t(bg.extent),
+      stats,
+      roots,
+      scratch: bg.extent.map((n) => [t([n, n]), t([n, n]), t([n, n])]),
+      failures: bg.extent.map(() => new Int32Array(batch)),
+    };
+  }
+
+  /** Initial factor statistic (e.g. eps I for Shampoo, I / eps for KrADagrad*), written into `s`. */
+  protected abstract initStatistic(s: Tensor): Tensor;
+  /** Updates the factor statistics of `g` from its gradient blocks g.G. */
+  protected abstract updateStatistics(g: Group): void;
+  /** Root exponent and eigenvalue floor for a block of rank k. */
+  protected abstract rootSpec(k: number): { p: number; floor: number };
+
+  /** Casts gradients to the compute dtype and gathers every group's blocks. */
+  protected gather(): void {
+    this.slots.forEach((s, i) => {
+      if (this.k[i].gc !== s.g) ops.copy(s.g, this.k[i].gc);
+    });
+    for (const g of this.groups) {
+      for (const seg of g.segments) ops.boxes(this.k[seg.param].gT!, g.G, seg.offsets, false, seg.first);
+    }
+  }
+
+  /** Writes the blocks of `x` (a group-shaped tensor) into the parameters' directions. */
+  protected scatter(g: Group, x: Tensor): void {
+    for (const seg of g.segments) ops.boxes(this.k[seg.param].dT!, x, seg.offsets, true, seg.first);
+  }
+
+  /** x x_0 P_0 x_1 P_1 ... over `dims` (contracting each axis with the root's first axis); returns the buffer holding the result. */
+  protected precondition(g: Group, x: Tensor, dims: number[], factors: Tensor[] = g.roots): Tensor {
+    let cur = x;
+    for (const i of dims) {
+      const out = cur === g.bufA ? g.bufB : g.bufA;
+      ops.modeProduct(cur, i, factors[i], out, true);
+      cur = out;
+    }
+    return cur;
+  }
+
+  /**
+   * Recomputes the roots of dims `dims` from the statistics. Items whose root fails
+   * (non-finite statistics, solver failure) keep their previous root; float32 failures
+   * are retried in float64 first; a factor failing more than maxRootFailures times in a
+   * row throws NONFINITE_FACTOR naming the parameter and factor.
+   */
+  protected refreshRoots(g: Group, dims: number[] = g.extent.map((_, i) => i)): void {
+    const { p, floor } = this.rootSpec(g.k);
+    for (const i of dims) {
+      let info: Int32Array;
+      info = this.o.rootMethod === 'newton' ? newtonRoot(g.stats[i], g.roots[i], p, floor, ROOT_RIDGE, g.scratch[i]) : new Int32Array([1]);
+      // eigh: the default, and the fallback when Newton did not converge.
+      if (info.some((x) => x !== 0)) {
+        info = ops.matpow(g.stats[i], p, { floor, ridge: ROOT_RIDGE, out: g.roots[i], allowFailures: true }).info;
+      }
+      if (info.some((x) => x !== 0) && this.cdt === 'float32') info = this.retryFloat64(g.stats[i], g.roots[i], p, floor, info);
+      this.countFailures(g, i, info);
+    }
+  }
+
+  private retryFloat64(stat: Tensor, root: Tensor, p: number, floor: number, info32: Int32Array): Int32Array {
+    const B = this.backend;
+    const s64 = ops.copy(stat, B.tensor('float64', stat.shape, stat.batch));
+    const r64 = ops.copy(root, B.tensor('float64', root.shape, root.batch));
+    try {
+      const info = ops.matpow(s64, p, { floor, ridge: ROOT_RIDGE, out: r64, allowFailures: true }).info;
+      // Only the items that failed in float32 take the float64 root.
+      if (info.some((x, b) => x === 0 && info32[b] !== 0)) {
+        const r32 = root.read() as Float32Array;
+        const r = r64.read();
+        const nn = root.itemSize;
+        info32.forEach((x, b) => {
+          if (x !== 0 && info[b] === 0) for (let j = 0; j < nn; j++) r32[b * nn + j] = r[b * nn + j];
+        });
+        root.write(r32);
+      }
+      return Int32Array.from(info32, (x, b) => (x !== 0 ? info[b] : 0));
+    } finally {
+      s64.dispose();
+      r64.dispose();
+    }
+  }
+
+  private countFailures(g: Group, dim: number, info: Int32Array): void {
+    const f = g.failures[dim];
+    for (let b = 0; b < g.batch; b++) {
+      f[b] = info[b] === 0 ? 0 : f[b] + 1;
+      if (f[b] > this.o.maxRootFailures) {
+        const m = g.members[b];
+        const name = this.slots[m.param].name;
+        throw new KradagradError(
+          `Root of factor ${dim} of block ${m.block} of parameter '${name}' failed ${f[b]} times in a row ` +
+            `(non-finite or ill-posed statistics; float64 retry included). Previous roots were kept until now.`,
+          'NONFINITE_FACTOR',
+          { param: name, block: m.block, factor: dim, failures: f[b] },
+        );
+      }
+    }
+  }
+
+  protected get grafting(): ResolvedPreconditioner['grafting'] {
+    return this.o.grafting;
+  }
+
+  /** Graft direction A of parameter i for this step (updates the graft state). */
+  protected graftDirection(i: number, t: number): Tensor {
+    const s = this.slots[i];
+    const ks = this.k[i];
+    const B = this.backend;
+    const o = this.o;
+    switch (this.grafting) {
+      case 'adagrad':
+        ks.graftAcc ??= B.tensor(s.dtype, [s.size]);
+        ks.graftDir ??= B.tensor(s.dtype, [s.size]);
+        ops.mulAcc(s.g, s.g, ks.graftAcc, 1, 1);
+        return ops.divSqrt(s.g, ks.graftAcc, ks.graftDir, 1, o.graftEpsilon);
+      case 'adam': {
+        ks.graftAcc ??= B.tensor(s.dtype, [s.size]);
+        ks.graftMom ??= B.tensor(s.dtype, [s.size]);
+        ks.graftDir ??= B.tensor(s.dtype, [s.size]);
+        ops.axpby(s.g, ks.graftMom, 1 - o.graftBeta1, o.graftBeta1);
+        ops.mulAcc(s.g, s.g, ks.graftAcc, o.graftBeta2, 1 - o.graftBeta2);
+        ops.divSqrt(ks.graftMom, ks.graftAcc, ks.graftDir, 1 / (1 - o.graftBeta2 ** t), o.graftEpsilon);
+        return ops.scale(ks.graftDir, 1 / (1 - o.graftBeta1 ** t));
+      }
+      default:
+        return s.g;
+    }
+  }
+
+  /**
+   * The update of one parameter (its direction is the preconditioned ks.dc once
+   * `started`, the raw gradient before), following the reference: norm grafting D *= ||A|| / (||D|| + 1e-16),
+   * D += wd W (l2), m = mu m + D; W -= lr m (or the Nesterov / pre-start forms).
+   */
+  protected finishParam(i: number, t: number, lr: number, started: boolean): void {
+    const s: ParamSlot = this.slots[i];
+    const ks = this.k[i];
+    const d = ks.d;
+    if (!started || ks.plan.blocks.length === 0) ops.copy(s.g, d);
+    else if (d !== ks.dc) ops.copy(ks.dc, d);
+    if (this.grafting !== 'none') {
+      const a = this.graftDirection(i, t);
+      const na = ops.frobNorm(a)[0];
+      const nd = ops.frobNorm(d)[0];
+      ops.scale(d, na / (nd + 1e-16));
+    }
+    if (started) {
+      this.applyDirection(s, d, lr);
+      return;
+    }
+    // Before startStep (as the reference): m still accumulates D, but W moves along the
+    // graft's own direction: g (sgd/none), the momentum of raw gradients (adagrad), or Adam's.
+    const { momentum, weightDecay, weightDecayMode } = this.o;
+    if (weightDecay > 0 && weightDecayMode === 'l2') ops.axpby(s.w, d, weightDecay, 1);
+    if (momentum > 0) ops.axpby(d, this.momentumOf(s), 1, momentum);
+    if (weightDecay > 0 && weightDecayMode === 'decoupled') ops.scale(s.w, 1 - lr * weightDecay);
+    let u: Tensor = s.g;
+    if (this.grafting === 'adagrad' && momentum > 0) {
+      ks.rawMom ??= this.backend.tensor(s.dtype, [s.size]);
+      u = ops.axpby(s.g, ks.rawMom, 1, momentum);
+    } else if (this.grafting === 'adam') {
+      u = ks.graftDir!;
+    }
+    ops.axpby(u, s.w, -lr, 1);
+  }
+
+  /** Shampoo / KrADagrad* step: statistics, roots, preconditioning, grafting, update. */
+  protected update(t: number): void {
+    const o = this.o;
+    const lr = this.lr(t);
+    const pre = t >= o.startStep;
+    this.gather();
+    for (const g of this.groups) {
+      if (t % o.statisticsFrequency === 0) this.updateStatistics(g);
+      if (t % o.rootFrequency === 0) this.refreshRoots(g);
+      if (pre) this.scatter(g, this.precondition(g, g.G, g.extent.map((_, i) => i)));
+    }
+    this.slots.forEach((_, i) => this.finishParam(i, t, lr, pre));
+  }
+
+  protected stateEntries(): StateEntry[] {
+    const out = super.stateEntries();
+    this.groups.forEach((g, gi) => {
+      g.stats.forEach((s, i) => out.push({ name: `group/${gi}/stat/${i}`, tensor: s }));
+      g.roots.forEach((r, i) => out.push({ name: `group/${gi}/root/${i}`, tensor: r }));
+    });
+    const B = this.backend;
+    this.slots.forEach((s, i) => {
+      const ks = this.k[i];
+      if (this.grafting === 'adagrad' || this.grafting === 'adam') {
+        ks.graftAcc ??= B.tensor(s.dtype, [s.size]);
+        out.push({ name: `param/${s.name}/graft_acc`, tensor: ks.graftAcc });
+      }
+      if (this.grafting === 'adam') {
+        ks.graftMom ??= B.tensor(s.dtype, [s.size]);
+        out.push({ name: `param/${s.name}/graft_mom`, tensor: ks.graftMom });
+      }
+      if (this.grafting === 'adagrad' && this.o.momentum > 0 && this.o.startStep > 1) {
+        ks.rawMom ??= B.tensor(s.dtype, [s.size]);
+        out.push({ name: `param/${s.name}/raw_mom`, tensor: ks.rawMom });
+      }
+    });
+    return out;
+  }
+
+  protected stateScalars(): Record<string, unknown> {
+    return { failures: this.groups.map((g) => g.failures.map((f) => Array.from(f))) };
+  }
+  protected loadScalars(s: Record<string, unknown>): void {
+    const f = s.failures as number[][][] | undefined;
+    if (f) this.groups.forEach((g, gi) => g.failures.forEach((x, i) => x.set(f[gi][i])));
+  }
+
+  protected disposeScratch(): void {
+    for (const g of this.groups) {
+      [g.G, g.bufA, g.bufB, ...g.scratch.flat()].forEach((t) => t.dispose());
+    }
+    this.slots.forEach((s, i) => {
+      const ks = this.k[i];
+      if (ks.gc !== s.g) ks.gc.dispose();
+      if (ks.d !== ks.dc) ks.d.dispose();
+      ks.dc.dispose();
+      ks.graftDir?.dispose();
+    });
+  }
+}

@@ -1,0 +1,212 @@
+/**
+ * Option defaults and validation. Every option is checked once, at construction, with a
+ * message that says what was expected; unknown keys are rejected.
+ */
+import { KradagradError, describe, expectOption, rejectUnknownKeys } from '../errors';
+import { Backend } from '../tensor';
+import type {
+  AdamOptions,
+  BaseOptions,
+  GraftType,
+  KradagradOptions,
+  KradagradStarOptions,
+  PreconditionerOptions,
+  Schedule,
+  SgdOptions,
+  ShampooOptions,
+} from './types';
+
+export interface ResolvedBase {
+  lr: Schedule;
+  momentum: number;
+  nesterov: boolean;
+  weightDecay: number;
+  weightDecayMode: 'l2' | 'decoupled';
+  backend: BaseOptions['backend'];
+  onNonFinite: 'throw' | 'skip';
+}
+export interface ResolvedAdam extends ResolvedBase {
+  beta1: number;
+  beta2: number;
+  eps: number;
+}
+export interface ResolvedPreconditioner extends ResolvedBase {
+  epsilon: number;
+  beta2: number;
+  blockSize: number;
+  mergeDims: boolean;
+  grafting: GraftType;
+  graftEpsilon: number;
+  graftBeta1: number;
+  graftBeta2: number;
+  statisticsFrequency: number;
+  rootFrequency: number;
+  startStep: number;
+  statisticsDtype: 'float32' | 'float64';
+  rootMethod: 'eigh' | 'newton';
+  maxRootFailures: number;
+  asyncRoots: false | { maxStaleness: number };
+}
+export interface ResolvedShampoo extends ResolvedPreconditioner {
+  eigenvalueFloor: number;
+}
+export interface ResolvedKradagradStar extends ResolvedPreconditioner {
+  normalization: 'paper' | 'reference';
+  damping: number;
+}
+export interface ResolvedKradagrad extends ResolvedPreconditioner {
+  damping: boolean;
+}
+
+const baseKeys = ['lr', 'momentum', 'nesterov', 'weightDecay', 'weightDecayMode', 'backend', 'onNonFinite'] as const;
+const preKeys = [
+  ...baseKeys,
+  'epsilon',
+  'beta2',
+  'blockSize',
+  'mergeDims',
+  'grafting',
+  'graftEpsilon',
+  'graftBeta1',
+  'graftBeta2',
+  'statisticsFrequency',
+  'rootFrequency',
+  'startStep',
+  'statisticsDtype',
+  'rootMethod',
+  'maxRootFailures',
+  'asyncRoots',
+] as const;
+
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const isInt = (v: unknown): v is number => isNum(v) && Number.isInteger(v);
+
+function num(v: unknown, dflt: number, what: string, range: string, ok: (x: number) => boolean): number {
+  if (v === undefined) return dflt;
+  expectOption(isNum(v) && ok(v), what, `a finite number ${range}`, v);
+  return v;
+}
+function int(v: unknown, dflt: number, what: string, min: number): number {
+  if (v === undefined) return dflt;
+  expectOption(isInt(v) && v >= min, what, `an integer >= ${min}`, v);
+  return v;
+}
+function oneOf<T extends string>(v: unknown, dflt: T, what: string, allowed: readonly T[]): T {
+  if (v === undefined) return dflt;
+  expectOption(typeof v === 'string' && (allowed as readonly string[]).includes(v), what, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, v);
+  return v as T;
+}
+function bool(v: unknown, dflt: boolean, what: string): boolean {
+  if (v === undefined) return dflt;
+  expectOption(typeof v === 'boolean', what, 'a boolean', v);
+  return v;
+}
+
+function checkObject(o: unknown, where: string): Record<string, unknown> {
+  if (o === undefined) return {};
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) {
+    throw new KradagradError(`Expected an options object for ${where} but received ${describe(o)}`, 'INVALID_OPTION');
+  }
+  return o as Record<string, unknown>;
+}
+
+function resolveBase(o: Record<string, unknown>, where: string, lrDefault: number): ResolvedBase {
+  const lr = o.lr === undefined ? lrDefault : o.lr;
+  expectOption(typeof lr === 'function' || (isNum(lr) && lr >= 0), `${where}.lr`, 'a number >= 0 or a function of the step', lr);
+  const b = o.backend;
+  expectOption(
+    b === undefined || b === 'auto' || b === 'cpu' || b === 'cuda' || b instanceof Backend,
+    `${where}.backend`,
+    "'auto', 'cpu', 'cuda' or a Backend",
+    b,
+  );
+  return {
+    lr: lr as Schedule,
+    momentum: num(o.momentum, 0, `${where}.momentum`, 'in [0, 1)', (x) => x >= 0 && x < 1),
+    nesterov: bool(o.nesterov, false, `${where}.nesterov`),
+    weightDecay: num(o.weightDecay, 0, `${where}.weightDecay`, '>= 0', (x) => x >= 0),
+    weightDecayMode: oneOf(o.weightDecayMode, 'l2', `${where}.weightDecayMode`, ['l2', 'decoupled'] as const),
+    backend: (b ?? 'auto') as BaseOptions['backend'],
+    onNonFinite: oneOf(o.onNonFinite, 'throw', `${where}.onNonFinite`, ['throw', 'skip'] as const),
+  };
+}
+
+export function resolveSgd(opts: SgdOptions | undefined): ResolvedBase {
+  const o = checkObject(opts, 'Sgd options');
+  rejectUnknownKeys(o, baseKeys, 'Sgd');
+  return resolveBase(o, 'Sgd', 1e-2);
+}
+
+export function resolveAdam(opts: AdamOptions | undefined): ResolvedAdam {
+  const o = checkObject(opts, 'Adam options');
+  rejectUnknownKeys(o, [...baseKeys, 'beta1', 'beta2', 'eps'], 'Adam');
+  return {
+    ...resolveBase(o, 'Adam', 1e-3),
+    beta1: num(o.beta1, 0.9, 'Adam.beta1', 'in [0, 1)', (x) => x >= 0 && x < 1),
+    beta2: num(o.beta2, 0.999, 'Adam.beta2', 'in [0, 1)', (x) => x >= 0 && x < 1),
+    eps: num(o.eps, 1e-8, 'Adam.eps', '> 0', (x) => x > 0),
+  };
+}
+
+function resolvePre(o: Record<string, unknown>, where: string, graftDefault: GraftType): ResolvedPreconditioner {
+  const grafting = oneOf(o.grafting, graftDefault, `${where}.grafting`, ['none', 'sgd', 'adagrad', 'adam'] as const);
+  let asyncRoots: ResolvedPreconditioner['asyncRoots'] = false;
+  if (o.asyncRoots === true) asyncRoots = { maxStaleness: 1 };
+  else if (o.asyncRoots !== undefined && o.asyncRoots !== false) {
+    const a = checkObject(o.asyncRoots, `${where}.asyncRoots`);
+    rejectUnknownKeys(a, ['maxStaleness'], `${where}.asyncRoots`);
+    asyncRoots = { maxStaleness: int(a.maxStaleness, 1, `${where}.asyncRoots.maxStaleness`, 0) };
+  }
+  return {
+    ...resolveBase(o, where, 1e-3),
+    epsilon: num(o.epsilon, 1e-6, `${where}.epsilon`, '>= 0', (x) => x >= 0),
+    beta2: num(o.beta2, 1, `${where}.beta2`, 'in (0, 1]', (x) => x > 0 && x <= 1),
+    blockSize: int(o.blockSize, 128, `${where}.blockSize`, 1),
+    mergeDims: bool(o.mergeDims, true, `${where}.mergeDims`),
+    grafting,
+    graftEpsilon: num(o.graftEpsilon, grafting === 'adam' ? 1e-8 : 1e-6, `${where}.graftEpsilon`, '>= 0', (x) => x >= 0),
+    graftBeta1: num(o.graftBeta1, 0.9, `${where}.graftBeta1`, 'in [0, 1)', (x) => x >= 0 && x < 1),
+    graftBeta2: num(o.graftBeta2, 0.999, `${where}.graftBeta2`, 'in [0, 1)', (x) => x >= 0 && x < 1),
+    statisticsFrequency: int(o.statisticsFrequency, 1, `${where}.statisticsFrequency`, 1),
+    rootFrequency: int(o.rootFrequency, 20, `${where}.rootFrequency`, 1),
+    startStep: int(o.startStep, 1, `${where}.startStep`, 0),
+    statisticsDtype: oneOf(o.statisticsDtype, 'float32', `${where}.statisticsDtype`, ['float32', 'float64'] as const),
+    rootMethod: oneOf(o.rootMethod, 'eigh', `${where}.rootMethod`, ['eigh', 'newton'] as const),
+    maxRootFailures: int(o.maxRootFailures, 3, `${where}.maxRootFailures`, 0),
+    asyncRoots,
+  };
+}
+
+export function resolveShampoo(opts: ShampooOptions | undefined): ResolvedShampoo {
+  const o = checkObject(opts, 'Shampoo options');
+  rejectUnknownKeys(o, [...preKeys, 'eigenvalueFloor'], 'Shampoo');
+  const r = resolvePre(o, 'Shampoo', 'sgd');
+  return { ...r, eigenvalueFloor: num(o.eigenvalueFloor, r.epsilon, 'Shampoo.eigenvalueFloor', '> 0', (x) => x > 0) };
+}
+
+export function resolveKradagradStar(opts: KradagradStarOptions | undefined): ResolvedKradagradStar {
+  const o = checkObject(opts, 'KradagradStar options');
+  rejectUnknownKeys(o, [...preKeys, 'normalization', 'damping'], 'KradagradStar');
+  const r = resolvePre(o, 'KradagradStar', 'sgd');
+  expectOption(r.epsilon > 0, 'KradagradStar.epsilon', 'a number > 0 (L0 = I / epsilon)', r.epsilon);
+  return {
+    ...r,
+    normalization: oneOf(o.normalization, 'paper', 'KradagradStar.normalization', ['paper', 'reference'] as const),
+    damping: num(o.damping, 0, 'KradagradStar.damping', '>= 0', (x) => x >= 0),
+  };
+}
+
+export function resolveKradagrad(opts: KradagradOptions | undefined): ResolvedKradagrad {
+  const o = checkObject(opts, 'Kradagrad options');
+  rejectUnknownKeys(o, [...preKeys, 'damping'], 'Kradagrad');
+  return { ...resolvePre(o, 'Kradagrad', 'none'), damping: bool(o.damping, true, 'Kradagrad.damping') };
+}
+
+/** lr at 1-based step t, validated. */
+export function lrAt(lr: Schedule, t: number): number {
+  const v = typeof lr === 'function' ? lr(t) : lr;
+  if (!isNum(v) || v < 0) {
+    throw new KradagradError(`The learning-rate schedule returned ${describe(v)} at step ${t}; expected a finite number >= 0`, 'INVALID_OPTION');
+  }
+  return v;
+}

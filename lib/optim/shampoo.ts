@@ -1,0 +1,32 @@
+/**
+ * Shampoo (Gupta, Koren, Singer 2018) as the baseline: per block and dim,
+ * S = beta2 S + w G_(i) G_(i)^T (w = 1 when beta2 = 1, else 1 - beta2), S0 = eps I;
+ * root P = S^(-1/(2k)) with eigenvalue floor; direction G x_0 P_0 ... x_{k-1} P_{k-1}.
+ * Statistics and roots in float32 or float64 (`statisticsDtype`).
+ */
+import * as ops from '../ops';
+import type { Tensor } from '../tensor';
+import { Group, KroneckerOptimizer } from './kronecker';
+import { ResolvedShampoo, resolveShampoo } from './options';
+import type { NamedParams, ShampooOptions } from './types';
+
+export class Shampoo extends KroneckerOptimizer {
+  readonly kind = 'shampoo';
+  private readonly so: ResolvedShampoo;
+  constructor(params: NamedParams, opts?: ShampooOptions) {
+    const o = resolveShampoo(opts);
+    super(params, o, 'Shampoo');
+    this.so = o;
+  }
+  protected initStatistic(s: Tensor): Tensor {
+    return ops.addIdentity(s, this.o.epsilon);
+  }
+  protected updateStatistics(g: Group): void {
+    const beta2 = this.o.beta2;
+    const w = beta2 === 1 ? 1 : 1 - beta2;
+    g.stats.forEach((s, i) => ops.gram(g.G, i, s, w, beta2));
+  }
+  protected rootSpec(k: number): { p: number; floor: number } {
+    return { p: -1 / (2 * k), floor: this.so.eigenvalueFloor };
+  }
+}
