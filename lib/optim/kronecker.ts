@@ -38,6 +38,20 @@ export interface Group {
   scratch: Tensor[][];
   /** Per dim, per item: consecutive root failures. */
   failures: Int32Array[];
+  /** An asynchronous root refresh in flight (asyncRoots option). */
+  pending?: PendingRoots;
+}
+
+/** A root refresh running off the main thread on snapshots of the statistics. */
+interface PendingRoots {
+  stats: Tensor[];
+  roots: Tensor[];
+  info?: Int32Array[];
+  error?: unknown;
+  done: boolean;
+  /** Due refreshes that passed while this one was in flight. */
+  missed: number;
+  promise: Promise<void>;
 }
 
 /** Per-parameter buffers of the Kronecker optimizers. */
@@ -190,7 +204,7 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
     }
   }
 
-  private countFailures(g: Group, dim: number, info: Int32Array): void {
+  protected countFailures(g: Group, dim: number, info: Int32Array): void {
     const f = g.failures[dim];
     for (let b = 0; b < g.batch; b++) {
       f[b] = info[b] === 0 ? 0 : f[b] + 1;
@@ -276,16 +290,97 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
 
   /** Shampoo / KrADagrad* step: statistics, roots, preconditioning, grafting, update. */
   protected update(t: number): void {
+    this.updateWith(t, (g) => this.refreshRootsMaybeAsync(g));
+  }
+
+  protected async updateAsync(t: number): Promise<void> {
+    if (!this.o.asyncRoots) return this.update(t);
+    // Wait (outside the math) for refreshes that reached the staleness bound.
+    const due = t % this.o.rootFrequency === 0;
+    for (const g of this.groups) {
+      if (due && g.pending && !g.pending.done && g.pending.missed + 1 > this.o.asyncRoots.maxStaleness) await g.pending.promise;
+    }
+    this.update(t);
+  }
+
+  private updateWith(t: number, roots: (g: Group) => void): void {
     const o = this.o;
     const lr = this.lr(t);
     const pre = t >= o.startStep;
     this.gather();
     for (const g of this.groups) {
       if (t % o.statisticsFrequency === 0) this.updateStatistics(g);
-      if (t % o.rootFrequency === 0) this.refreshRoots(g);
+      if (o.asyncRoots) this.swapInFinished(g);
+      if (t % o.rootFrequency === 0) roots(g);
       if (pre) this.scatter(g, this.precondition(g, g.G, g.extent.map((_, i) => i)));
     }
     this.slots.forEach((_, i) => this.finishParam(i, t, lr, pre));
+  }
+
+  /**
+   * Due root refresh. Synchronous unless asyncRoots: then the refresh runs on snapshots of
+   * the statistics in the libuv pool and is swapped in at the first step after it ends; a
+   * refresh still running when `maxStaleness` more refreshes fall due is replaced by a
+   * synchronous one, so roots are never more than maxStaleness refreshes old.
+   */
+  private refreshRootsMaybeAsync(g: Group): void {
+    const a = this.o.asyncRoots;
+    if (!a) return this.refreshRoots(g);
+    if (g.pending) {
+      g.pending.missed++;
+      if (g.pending.missed <= a.maxStaleness) return;
+      this.abandon(g);
+      return this.refreshRoots(g);
+    }
+    if (a.maxStaleness === 0) return this.refreshRoots(g);
+    this.launch(g);
+  }
+
+  private launch(g: Group): void {
+    const { p, floor } = this.rootSpec(g.k);
+    const stats = g.stats.map((s) => ops.copy(s, this.backend.tensor(s.dtype, s.shape, s.batch)));
+    const roots = g.roots.map((r) => ops.copy(r, this.backend.tensor(r.dtype, r.shape, r.batch)));
+    const pending: PendingRoots = { stats, roots, done: false, missed: 0, promise: Promise.resolve() };
+    pending.promise = Promise.all(
+      stats.map((s, i) => ops.matpowAsync(s, p, { floor, ridge: ROOT_RIDGE, out: roots[i], allowFailures: true })),
+    ).then(
+      (res) => {
+        pending.info = res.map((r) => r.info);
+        pending.done = true;
+      },
+      (e) => {
+        pending.error = e;
+        pending.done = true;
+      },
+    );
+    g.pending = pending;
+  }
+
+  private swapInFinished(g: Group): void {
+    const pd = g.pending;
+    if (!pd || !pd.done) return;
+    g.pending = undefined;
+    try {
+      if (pd.error) throw pd.error;
+      pd.roots.forEach((r, i) => {
+        const info = pd.info![i];
+        if (info.every((x) => x === 0)) {
+          ops.copy(r, g.roots[i]);
+          this.countFailures(g, i, info);
+        } else {
+          this.refreshRoots(g, [i]); // failures: the synchronous path with its retries and guards
+        }
+      });
+    } finally {
+      [...pd.stats, ...pd.roots].forEach((x) => x.dispose());
+    }
+  }
+
+  /** Drops an in-flight refresh; its buffers are freed when the worker finishes. */
+  private abandon(g: Group): void {
+    const pd = g.pending!;
+    g.pending = undefined;
+    void pd.promise.then(() => [...pd.stats, ...pd.roots].forEach((x) => x.dispose()));
   }
 
   protected stateEntries(): StateEntry[] {
@@ -323,6 +418,7 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
 
   protected disposeScratch(): void {
     for (const g of this.groups) {
+      if (g.pending) this.abandon(g);
       [g.G, g.bufA, g.bufB, ...g.scratch.flat()].forEach((t) => t.dispose());
     }
     this.slots.forEach((s, i) => {
