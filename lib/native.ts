@@ -50,6 +50,9 @@ export interface NativeAddon {
   allFinite(x: NativeTensor): Uint8Array;
   boxes(full: NativeTensor, blocks: NativeTensor, offsets: number[], scatter?: boolean, first?: number): void;
   synchronize(backend: string): void;
+  scaleByNormRatio(d: NativeTensor, a: NativeTensor, eps: number): void;
+  inverseUpdate(l: NativeTensor, t: NativeTensor, m: NativeTensor, kind: 'trace' | 'frobenius'): void;
+  allFiniteMany(xs: NativeTensor[]): Uint8Array;
 }
 
 export type BackendName = 'cpu' | 'cuda';

@@ -223,3 +223,22 @@ export function allFinite(x: Tensor): boolean[] {
 export function boxes(full: Tensor, blocks: Tensor, offsets: number[][], scatter = false, first = 0): void {
   be(full, blocks).addon.boxes(n(full), n(blocks), offsets.flat(), scatter, first);
 }
+
+/** Norm grafting, per item: d *= ||a||_F / (||d||_F + eps), computed on the backend (no host round trip on GPUs). */
+export function scaleByNormRatio(d: Tensor, a: Tensor, eps: number): Tensor {
+  be(d, a).addon.scaleByNormRatio(n(d), n(a), eps);
+  return d;
+}
+/**
+ * KrADagrad's inverse-statistics update, per item: L -= T / s with s = n (1 + tr M)
+ * ('trace', the authors' code) or 1 + ||M||_F ('frobenius', the paper), M = H L, T = L H L.
+ */
+export function inverseUpdate(l: Tensor, t: Tensor, m: Tensor, kind: 'trace' | 'frobenius'): Tensor {
+  be(l, t, m).addon.inverseUpdate(n(l), n(t), n(m), kind);
+  return l;
+}
+/** Finiteness of many tensors at once (one synchronization): true = no NaN/Inf. */
+export function allFiniteMany(xs: Tensor[]): boolean[] {
+  if (xs.length === 0) return [];
+  return Array.from(be(...xs).addon.allFiniteMany(xs.map(n)), (v) => v === 1);
+}

@@ -120,7 +120,8 @@ export abstract class BaseOptimizer implements Optimizer {
       if (g instanceof Tensor) ops.copy(g, s.g);
       else s.g.write(g as FloatArray);
     }
-    const bad = this.slots.find((s) => !ops.allFinite(s.g)[0]);
+    const finite = ops.allFiniteMany(this.slots.map((s) => s.g));
+    const bad = this.slots.find((_, i) => !finite[i]);
     if (bad) {
       if (this.base.onNonFinite === 'skip') {
         this.skippedSteps++;

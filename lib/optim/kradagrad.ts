@@ -59,9 +59,8 @@ export class Kradagrad extends KroneckerOptimizer {
     }
     ops.gram(gt, ix, H);
     ops.gemm(L, H, LH);
-    const t = Array.from(ops.frobNorm(LH), (x) => 1 + x);
     ops.gemm(LH, L, T, { transB: true }); // L' H L'^T
-    ops.axpby(T, L, t.map((x) => -1 / x), 1);
+    ops.inverseUpdate(L, T, LH, 'frobenius'); // L = L' - L' H L'^T / (1 + ||L' H||_F)
   }
 
   protected update(t: number): void {

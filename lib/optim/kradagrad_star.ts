@@ -27,7 +27,6 @@ export class KradagradStar extends KroneckerOptimizer {
     const { beta2, damping, normalization } = this.ko;
     g.stats.forEach((L, i) => {
       const [H, HL, T] = g.scratch[i];
-      const n = g.extent[i];
       if (beta2 < 1) ops.scale(L, 1 / beta2);
       if (damping > 0) {
         ops.gemm(L, L, T, { transB: true });
@@ -35,12 +34,9 @@ export class KradagradStar extends KroneckerOptimizer {
       }
       ops.gram(g.G, i, H);
       ops.gemm(H, L, HL);
-      const t =
-        normalization === 'reference'
-          ? Array.from(ops.trace(HL), (tr) => n * (1 + tr))
-          : Array.from(ops.frobNorm(HL), (nr) => 1 + nr);
       ops.gemm(L, HL, T);
-      ops.axpby(T, L, t.map((x) => -1 / x), 1);
+      // L -= L H L / t with t from H L, computed on the backend.
+      ops.inverseUpdate(L, T, HL, normalization === 'reference' ? 'trace' : 'frobenius');
     });
   }
   protected rootSpec(k: number): { p: number; floor: number } {

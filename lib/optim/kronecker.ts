@@ -263,10 +263,7 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
     if (!started || ks.plan.blocks.length === 0) ops.copy(s.g, d);
     else if (d !== ks.dc) ops.copy(ks.dc, d);
     if (this.grafting !== 'none') {
-      const a = this.graftDirection(i, t);
-      const na = ops.frobNorm(a)[0];
-      const nd = ops.frobNorm(d)[0];
-      ops.scale(d, na / (nd + 1e-16));
+      ops.scaleByNormRatio(d, this.graftDirection(i, t), 1e-16);
     }
     if (started) {
       this.applyDirection(s, d, lr);

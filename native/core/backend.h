@@ -7,6 +7,7 @@
 // one buffer. Every primitive is stream-ordered on its backend; results that come back to
 // the host (reductions, finiteness, solver info) synchronize.
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -97,6 +98,54 @@ class Backend {
   virtual Status boxes(DType dt, void* src, const std::vector<int64_t>& src_dims,
                        const std::vector<int64_t>& box_dims, const std::vector<int64_t>& offsets,
                        void* dst, bool scatter) = 0;
+
+  // ---- fused pieces of the optimizers (defaults built from the primitives above; a
+  // device backend overrides them to avoid the host round trip of the reductions) -------
+  // d_b *= ||a_b||_F / (||d_b||_F + eps)  (norm grafting)
+  virtual Status scale_by_norm_ratio(DType dt, void* d, const void* a, int64_t batch, int64_t count, double eps);
+  enum class Normalizer : int { TRACE = 0, FROBENIUS = 1 };
+  // L_b -= T_b / s_b with s_b = n (1 + tr(M_b)) (TRACE) or 1 + ||M_b||_F (FROBENIUS):
+  // KrADagrad's inverse-statistics update, M = H L.
+  virtual Status inverse_update(DType dt, void* l, const void* t, const void* m, int64_t n, int64_t batch,
+                                Normalizer kind);
+  // finite[j] = 1 when buffer j (dtypes[j], counts[j] elements) has no NaN/Inf: one
+  // synchronization for many tensors.
+  virtual Status all_finite_many(const std::vector<DType>& dtypes, const std::vector<const void*>& ptrs,
+                                 const std::vector<int64_t>& counts, std::vector<uint8_t>* finite);
 };
+
+inline Status Backend::scale_by_norm_ratio(DType dt, void* d, const void* a, int64_t batch, int64_t count,
+                                           double eps) {
+  std::vector<double> na, nd;
+  KRAD_RETURN_IF_ERROR(dot(dt, a, a, batch, count, &na));
+  KRAD_RETURN_IF_ERROR(dot(dt, d, d, batch, count, &nd));
+  std::vector<double> f(batch);
+  for (int64_t b = 0; b < batch; ++b) f[b] = std::sqrt(na[b]) / (std::sqrt(nd[b]) + eps);
+  return axpby(dt, batch, count, nullptr, 0.0, d, f.data(), 0.0, d);
+}
+
+inline Status Backend::inverse_update(DType dt, void* l, const void* t, const void* m, int64_t n, int64_t batch,
+                                      Normalizer kind) {
+  std::vector<double> r;
+  if (kind == Normalizer::TRACE) {
+    KRAD_RETURN_IF_ERROR(trace(dt, m, n, batch, &r));
+    for (auto& x : r) x = -1.0 / (n * (1.0 + x));
+  } else {
+    KRAD_RETURN_IF_ERROR(dot(dt, m, m, batch, n * n, &r));
+    for (auto& x : r) x = -1.0 / (1.0 + std::sqrt(x));
+  }
+  return axpby(dt, batch, n * n, r.data(), 0.0, t, nullptr, 1.0, l);
+}
+
+inline Status Backend::all_finite_many(const std::vector<DType>& dtypes, const std::vector<const void*>& ptrs,
+                                       const std::vector<int64_t>& counts, std::vector<uint8_t>* finite) {
+  finite->assign(ptrs.size(), 1);
+  for (size_t j = 0; j < ptrs.size(); ++j) {
+    std::vector<uint8_t> f;
+    KRAD_RETURN_IF_ERROR(all_finite(dtypes[j], ptrs[j], 1, counts[j], &f));
+    (*finite)[j] = f[0];
+  }
+  return Status::Ok();
+}
 
 }  // namespace krad

@@ -372,6 +372,42 @@ Status all_finite(const Tensor& x, std::vector<uint8_t>* out) {
   return x.backend()->all_finite(x.dtype(), x.data(), x.batch(), x.item_numel(), out);
 }
 
+Status scale_by_norm_ratio(Tensor& d, const Tensor& a, double eps) {
+  KRAD_RETURN_IF_ERROR(compatible(d, a, "scale_by_norm_ratio"));
+  if (d.batch() != a.batch() || d.item_numel() != a.item_numel())
+    return Status::Error(Code::SHAPE_MISMATCH, "scale_by_norm_ratio: d is " + d.describe() + " but a is " + a.describe());
+  if (!(eps >= 0)) return Status::Error(Code::INVALID_ARGUMENT, "scale_by_norm_ratio: eps must be >= 0");
+  return d.backend()->scale_by_norm_ratio(d.dtype(), d.data(), a.data(), d.batch(), d.item_numel(), eps);
+}
+
+Status inverse_update(Tensor& l, const Tensor& t, const Tensor& m, Backend::Normalizer kind) {
+  const char* op = "inverse_update";
+  KRAD_RETURN_IF_ERROR(compatible(l, t, op));
+  KRAD_RETURN_IF_ERROR(compatible(l, m, op));
+  KRAD_RETURN_IF_ERROR(need_square(l, op, "L"));
+  if (t.shape() != l.shape() || m.shape() != l.shape() || t.batch() != l.batch() || m.batch() != l.batch())
+    return Status::Error(Code::SHAPE_MISMATCH, "inverse_update: L, T and M must have one shape, got " + l.describe() +
+                                                   ", " + t.describe() + ", " + m.describe());
+  if (l.data() == t.data() || l.data() == m.data())
+    return Status::Error(Code::INVALID_ARGUMENT, "inverse_update: L must not alias T or M");
+  return l.backend()->inverse_update(l.dtype(), l.data(), t.data(), m.data(), l.shape()[0], l.batch(), kind);
+}
+
+Status all_finite_many(const std::vector<const Tensor*>& xs, std::vector<uint8_t>* out) {
+  out->clear();
+  if (xs.empty()) return Status::Ok();
+  std::vector<DType> dts;
+  std::vector<const void*> ptrs;
+  std::vector<int64_t> counts;
+  for (const Tensor* x : xs) {
+    KRAD_RETURN_IF_ERROR(same_backend(*xs[0], *x, "all_finite_many"));
+    dts.push_back(x->dtype());
+    ptrs.push_back(x->data());
+    counts.push_back(x->numel());
+  }
+  return xs[0]->backend()->all_finite_many(dts, ptrs, counts, out);
+}
+
 Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, bool scatter, int64_t first) {
   const char* op = "boxes";
   KRAD_RETURN_IF_ERROR(compatible(full, blocks, op));

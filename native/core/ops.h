@@ -48,6 +48,13 @@ Status frob_norm(const Tensor& x, std::vector<double>* out);             // per 
 Status trace(const Tensor& a, std::vector<double>* out);                 // per item, square items
 Status all_finite(const Tensor& x, std::vector<uint8_t>* out);           // per item
 
+// d_b *= ||a_b|| / (||d_b|| + eps) per item (norm grafting).
+Status scale_by_norm_ratio(Tensor& d, const Tensor& a, double eps);
+// L_b -= T_b / s_b, s_b = n (1 + tr(M_b)) or 1 + ||M_b||_F (KrADagrad's inverse update).
+Status inverse_update(Tensor& l, const Tensor& t, const Tensor& m, Backend::Normalizer kind);
+// Per tensor: 1 when it has no NaN/Inf (one synchronization for all).
+Status all_finite_many(const std::vector<const Tensor*>& xs, std::vector<uint8_t>* out);
+
 // Gather (scatter = false) the boxes at `offsets` (nbox x rank, flattened) of the single
 // item tensor `full` (batch 1) into items first .. first+nbox-1 of `blocks` (item shape =
 // box dims), or scatter them back (scatter = true).

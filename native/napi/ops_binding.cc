@@ -277,6 +277,47 @@ Napi::Value Boxes(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// scaleByNormRatio(d, a, eps): d_b *= ||a_b|| / (||d_b|| + eps)
+Napi::Value ScaleByNormRatio(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto d = T(info, 0, "d"), a = T(info, 1, "a");
+  check(env, krad::scale_by_norm_ratio(*d, *a, number_arg(env, info, 2, "eps")));
+  return env.Undefined();
+}
+
+// inverseUpdate(L, T, M, kind): L_b -= T_b / s_b, kind 'trace' (s = n (1 + tr M)) or 'frobenius' (s = 1 + ||M||)
+Napi::Value InverseUpdate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto l = T(info, 0, "L"), t = T(info, 1, "T"), m = T(info, 2, "M");
+  Napi::Value k = info.Length() > 3 ? info[3] : env.Undefined();
+  std::string kind = k.IsString() ? k.As<Napi::String>().Utf8Value() : "";
+  if (kind != "trace" && kind != "frobenius")
+    throw_error(env, "INVALID_ARGUMENT", "Expected 'trace' or 'frobenius' for kind but received " + describe_value(k));
+  check(env, krad::inverse_update(*l, *t, *m,
+                                  kind == "trace" ? krad::Backend::Normalizer::TRACE : krad::Backend::Normalizer::FROBENIUS));
+  return env.Undefined();
+}
+
+// allFiniteMany([tensors]) -> Uint8Array, one entry per tensor
+Napi::Value AllFiniteMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray())
+    throw_error(env, "INVALID_ARGUMENT", "Expected an array of tensors but received " +
+                                             describe_value(info.Length() ? info[0] : env.Undefined()));
+  Napi::Array arr = info[0].As<Napi::Array>();
+  std::vector<TensorPtr> keep;
+  std::vector<const krad::Tensor*> xs;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    keep.push_back(TensorHandle::Get(env, arr.Get(i), "allFiniteMany element"));
+    xs.push_back(keep.back().get());
+  }
+  std::vector<uint8_t> out;
+  check(env, krad::all_finite_many(xs, &out));
+  Napi::Uint8Array a = Napi::Uint8Array::New(env, out.size());
+  for (size_t i = 0; i < out.size(); ++i) a[i] = out[i];
+  return a;
+}
+
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   check(info.Env(), backend_arg(info, 0)->synchronize());
   return info.Env().Undefined();
@@ -305,6 +346,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
       {"fill", Fill},             {"mulAcc", MulAcc},          {"divSqrt", DivSqrt},
       {"dot", Dot},               {"frobNorm", FrobNorm},      {"trace", Trace},
       {"allFinite", AllFinite},   {"boxes", Boxes},            {"synchronize", Synchronize},
+      {"scaleByNormRatio", ScaleByNormRatio}, {"inverseUpdate", InverseUpdate}, {"allFiniteMany", AllFiniteMany},
       {"setErrorClass", SetErrorClass},
   };
   for (const auto& e : entries) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
