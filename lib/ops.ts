@@ -8,9 +8,11 @@ import { NativeTensor } from './native';
 import { Backend, Tensor } from './tensor';
 
 function be(...ts: Tensor[]): Backend {
-  const b = ts[0].backend;
   for (const t of ts) {
     if (!(t instanceof Tensor)) throw new KradagradError('Expected kradagrad Tensor arguments', 'INVALID_HANDLE');
+  }
+  const b = ts[0].backend;
+  for (const t of ts) {
     if (t.backend.addon !== b.addon) {
       throw new KradagradError(`Tensors live on different backends (${b.name} and ${t.backend.name})`, 'BACKEND_MISMATCH');
     }

@@ -170,6 +170,7 @@ Status gram(const Tensor& g, int mode, Tensor& h, double alpha, double beta) {
     return Status::Error(Code::SHAPE_MISMATCH, "gram: H must be batch " + std::to_string(g.batch()) + " of [" +
                                                    std::to_string(q) + ", " + std::to_string(q) + "] but is " +
                                                    h.describe());
+  if (h.data() == g.data()) return Status::Error(Code::INVALID_ARGUMENT, "gram: H must not alias G");
   Backend* be = g.backend();
   const int64_t item = g.item_numel();
   if (p == 1) {  // G is q x r: H = G G^T

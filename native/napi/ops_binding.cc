@@ -1,6 +1,7 @@
 #include "ops_binding.h"
 
 #include <functional>
+#include <limits>
 #include <memory>
 
 #include "../core/ops.h"
@@ -27,6 +28,14 @@ krad::Backend* backend_arg(const Napi::CallbackInfo& info, size_t i) {
   krad::Backend* b = find_backend(v.As<Napi::String>().Utf8Value(), &reason);
   if (!b) throw_error(env, "BACKEND_UNAVAILABLE", reason);
   return b;
+}
+
+// A mode index; values outside int range are rejected here, not truncated by the cast.
+int mode_arg(const Napi::CallbackInfo& info, size_t i) {
+  int64_t mode = int_arg(info.Env(), info, i, "mode");
+  if (mode < std::numeric_limits<int>::min() || mode > std::numeric_limits<int>::max())
+    throw_error(info.Env(), "INVALID_ARGUMENT", "mode " + std::to_string(mode) + " is out of range");
+  return static_cast<int>(mode);
 }
 
 Napi::Value to_js(Napi::Env env, const std::vector<double>& v) {
@@ -100,9 +109,9 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
 Napi::Value Gram(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto g = T(info, 0, "G");
-  int64_t mode = int_arg(env, info, 1, "mode");
+  int mode = mode_arg(info, 1);
   auto h = T(info, 2, "H");
-  check(env, krad::gram(*g, (int)mode, *h, number_or(env, info, 3, "alpha", 1.0), number_or(env, info, 4, "beta", 0.0)));
+  check(env, krad::gram(*g, mode, *h, number_or(env, info, 3, "alpha", 1.0), number_or(env, info, 4, "beta", 0.0)));
   return env.Undefined();
 }
 
@@ -110,9 +119,9 @@ Napi::Value Gram(const Napi::CallbackInfo& info) {
 Napi::Value ModeProduct(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto g = T(info, 0, "G");
-  int64_t mode = int_arg(env, info, 1, "mode");
+  int mode = mode_arg(info, 1);
   auto m = T(info, 2, "M"), out = T(info, 3, "out");
-  check(env, krad::mode_product(*g, (int)mode, *m, *out, bool_or(env, info, 4, "transM", false)));
+  check(env, krad::mode_product(*g, mode, *m, *out, bool_or(env, info, 4, "transM", false)));
   return env.Undefined();
 }
 

@@ -8,6 +8,12 @@
 
 namespace krad_napi {
 
+namespace {
+// Marks objects that really are our handles (napi type tags, N-API 8): an object that only
+// has NativeTensor's prototype, or one wrapped by another addon, lacks it.
+const napi_type_tag kHandleTag = {0x6b72616461677261ULL, 0x642d74656e736f72ULL};
+}  // namespace
+
 Napi::Function TensorHandle::Init(Napi::Env env) {
   return DefineClass(env, "NativeTensor",
                      {
@@ -30,6 +36,7 @@ TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Te
     throw_error(info.Env(), "INVALID_ARGUMENT", "NativeTensor cannot be constructed directly; use tensor()/fromArray()");
   auto* holder = info[0].As<Napi::External<krad::TensorPtr>>().Data();
   tensor_ = *holder;
+  napi_type_tag_object(info.Env(), info.This(), &kHandleTag);
   // Only the handle that created the storage reports it (views share it).
   if (std::strcmp(tensor_->backend()->name(), "cpu") == 0 && tensor_->storage().use_count() == 1) {
     reported_ = static_cast<int64_t>(tensor_->bytes());
@@ -66,7 +73,14 @@ krad::TensorPtr TensorHandle::Get(Napi::Env env, const Napi::Value& v, const cha
   if (!Is(env, v))
     throw_error(env, "INVALID_HANDLE", std::string("Expected a kradagrad tensor handle for ") + what + " but received " +
                                            describe_value(v));
-  TensorHandle* h = Unwrap(v.As<Napi::Object>());
+  // Not Unwrap(): it throws a plain Error for an object that merely has our prototype.
+  bool tagged = false;
+  void* raw = nullptr;
+  if (napi_check_object_type_tag(env, v, &kHandleTag, &tagged) != napi_ok || !tagged ||
+      napi_unwrap(env, v, &raw) != napi_ok || !raw)
+    throw_error(env, "INVALID_HANDLE", std::string("Expected a kradagrad tensor handle for ") + what +
+                                           " but received an object that is not one (forged or foreign)");
+  TensorHandle* h = static_cast<TensorHandle*>(raw);
   if (!h->tensor_) throw_error(env, "DISPOSED", std::string(what) + ": the tensor has been disposed");
   return h->tensor_;
 }
