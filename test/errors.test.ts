@@ -342,6 +342,22 @@ describe('aliasing outputs', () => {
   });
 });
 
+describe('fused optimizer pieces', () => {
+  test('bad arguments', () => {
+    expectError(() => ops.scaleByNormRatio(f32([3]), f32([4]), 0), 'SHAPE_MISMATCH');
+    expectError(() => ops.scaleByNormRatio(f32([3]), f64([3]), 0), 'DTYPE_MISMATCH');
+    expectError(() => ops.scaleByNormRatio(f32([3]), f32([3]), -1), 'INVALID_ARGUMENT', /eps/);
+    expectError(() => ops.inverseUpdate(f32([2, 2]), f32([2, 2]), f32([2, 2]), 'spectral' as 'trace'), 'INVALID_ARGUMENT', /'trace' or 'frobenius'/);
+    expectError(() => ops.inverseUpdate(f32([2, 3]), f32([2, 3]), f32([2, 3]), 'trace'), 'SHAPE_MISMATCH', /square/);
+    expectError(() => ops.inverseUpdate(f32([2, 2]), f32([2, 2], 2), f32([2, 2]), 'trace'), 'SHAPE_MISMATCH');
+    const L = f32([2, 2]);
+    expectError(() => ops.inverseUpdate(L, L, f32([2, 2]), 'trace'), 'INVALID_ARGUMENT', /alias/);
+    expectError(() => ops.allFiniteMany([f32([2]), {} as Tensor]), 'INVALID_HANDLE');
+    expectError(() => addon.allFiniteMany([f32([2]).native, { dtype: 'float32' } as unknown as NativeTensor]), 'INVALID_HANDLE', /allFiniteMany element/);
+    expectError(() => addon.allFiniteMany('x' as unknown as NativeTensor[]), 'INVALID_ARGUMENT', /array of tensors/);
+  });
+});
+
 describe('errors from the native layer are KradagradErrors with a code (never plain Errors)', () => {
   test('missing arguments to the raw addon', () => {
     expectError(() => (addon.gemm as unknown as () => void)(), 'INVALID_HANDLE', /for A but received undefined/);

@@ -535,6 +535,60 @@ describe('boxes', () => {
   });
 });
 
+describe('fused optimizer pieces', () => {
+  const shapes: { shape: number[]; batch: number }[] = [
+    { shape: [1], batch: 1 },
+    { shape: [5, 1], batch: 3 },
+    { shape: [4, 6], batch: 2 },
+    { shape: [2, 3, 2, 2], batch: 2 },
+  ];
+  test.each(cases(DTYPES, shapes).map(([d, s]) => [d, label(s), s] as const))('%s scaleByNormRatio %s', (dt, _l, s) => {
+    const rng = nextRng();
+    const len = s.batch * R.prod(s.shape);
+    const d = stored(dt, rng.normals(len));
+    const a = stored(dt, rng.normals(len, 3));
+    for (const eps of [0, 1e-3]) {
+      const D = pool.from(dt, d, s.shape, s.batch);
+      expect(ops.scaleByNormRatio(D, pool.from(dt, a, s.shape, s.batch), eps)).toBe(D);
+      const ref = R.scaleByNormRatioRef(d, a, s.batch, eps);
+      // Norms in double (relative (count + 2) u64 each), then factor rounding + product: 2 u.
+      const rel = 2 * U[dt] + 2 * (R.prod(s.shape) + 2) * U.float64;
+      expectClose(read(D), ref, boundOf(R.absArr(ref), 2 * rel / U[dt], U[dt]), 'scaleByNormRatio');
+    }
+  });
+  test.each(cases(DTYPES, [{ n: 1, batch: 2 }, { n: 5, batch: 1 }, { n: 12, batch: 3 }]).map(([d, s]) => [d, label(s), s] as const))(
+    '%s inverseUpdate %s',
+    (dt, _l, s) => {
+      const rng = nextRng();
+      const { n, batch } = s;
+      const l = stored(dt, rng.normals(batch * n * n));
+      const t = stored(dt, rng.normals(batch * n * n));
+      // M with a positive trace keeps 1 + tr M away from 0 (as for M = H L, H and L PSD).
+      const m = stored(dt, R.addIdentityRef(rng.normals(batch * n * n, 0.1), n, batch, 1));
+      for (const kind of ['trace', 'frobenius'] as const) {
+        const L = pool.from(dt, l, [n, n], batch);
+        expect(ops.inverseUpdate(L, pool.from(dt, t, [n, n], batch), pool.from(dt, m, [n, n], batch), kind)).toBe(L);
+        const ref = R.inverseUpdateRef(l, t, m, n, batch, kind);
+        // 1/s in double, rounded to the dtype (1 u), product (1 u), sum (1 u): 3 u (|L| + |T/s|), x2.
+        const scale = Float64Array.from(l, (x, k) => Math.abs(x) + Math.abs(t[k] / ref.s[Math.floor(k / (n * n))]));
+        expectClose(read(L), ref.l, boundOf(scale, 6, U[dt]), `inverseUpdate ${kind}`);
+      }
+    },
+  );
+  test('allFiniteMany over tensors of both dtypes and any shapes', () => {
+    const xs = [
+      pool.from('float32', [1, 2, 3], [3]),
+      pool.from('float64', [1, NaN], [1, 2]),
+      pool.from('float32', [Infinity, 0, 0, 0], [2, 2]),
+      pool.from('float64', [0, 0, 0, 0, 0, 0], [3], 2),
+      pool.from('float64', [0, 0, 0, 0, 0, -Infinity], [3], 2), // last item of a batch
+    ];
+    expect(ops.allFiniteMany(xs)).toEqual([true, false, false, true, false]);
+    expect(ops.allFiniteMany(xs).length).toBe(xs.length);
+    expect(ops.allFiniteMany([])).toEqual([]);
+  });
+});
+
 describe('reference self-checks', () => {
   test('Jacobi reference reconstructs and is orthogonal', () => {
     const rng = nextRng();

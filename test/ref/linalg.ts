@@ -505,3 +505,25 @@ export function boxesScatterRef(full: Arr, fullShape: readonly number[], blocks:
   offsets.forEach((off, j) => forBox(fullShape, boxShape, off, (fi, bi) => (out[fi] = blocks[(first + j) * item + bi])));
   return out;
 }
+
+// ---- fused optimizer pieces -----------------------------------------------------------------
+
+/** Norm grafting per item: d_b *= ||a_b||_F / (||d_b||_F + eps). */
+export function scaleByNormRatioRef(d: Arr, a: Arr, batch: number, eps: number): Float64Array {
+  const na = frobNormRef(a, batch);
+  const nd = frobNormRef(d, batch);
+  const item = d.length / batch;
+  return Float64Array.from({ length: d.length }, (_, k) => {
+    const b = Math.floor(k / item);
+    return (d[k] * na[b]) / (nd[b] + eps);
+  });
+}
+/**
+ * KrADagrad's inverse update per item: L_b - T_b / s_b with s_b = n (1 + tr M_b) ('trace')
+ * or 1 + ||M_b||_F ('frobenius'). Returns the new L and the per-item s.
+ */
+export function inverseUpdateRef(l: Arr, t: Arr, m: Arr, n: number, batch: number, kind: 'trace' | 'frobenius'): { l: Float64Array; s: Float64Array } {
+  const s = kind === 'trace' ? traceRef(m, n, batch).map((x) => n * (1 + x)) : frobNormRef(m, batch).map((x) => 1 + x);
+  const out = Float64Array.from({ length: l.length }, (_, k) => l[k] - t[k] / s[Math.floor(k / (n * n))]);
+  return { l: out, s };
+}
