@@ -81,42 +81,127 @@ const root = packageRoot;
 const addons = new Map<string, NativeAddon>();
 let errorClassSet = new WeakSet<NativeAddon>();
 
-function candidates(flavor: 'cpu' | 'cuda'): string[] {
+/** The addon ABI (native/napi/addon.cc `abiVersion`) this TypeScript layer speaks. */
+const ABI_VERSION = 1;
+const CUDA_PACKAGE = `@kradagrad/${process.platform}-${process.arch}-cuda13`;
+
+interface Candidate {
+  path: string;
+  /** Where it came from, for messages: env override, local build, prebuild, platform package. */
+  source: string;
+  /** Set when the candidate is known to be unusable before loading it. */
+  problem?: string;
+}
+
+function packageVersion(dir: string): string | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).version;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Where to look, in order. KRADAGRAD_CPU_ADDON / KRADAGRAD_CUDA_ADDON, when set, is the
+ * only candidate: an explicit choice that does not load must say so, not be replaced
+ * silently by another binary. Otherwise: a local build (build/ or build-cuda/), the
+ * prebuild shipped in the package (prebuilds/<platform>-<arch>/), and for CUDA the
+ * optional platform package @kradagrad/<platform>-<arch>-cuda13.
+ */
+function candidates(flavor: 'cpu' | 'cuda'): Candidate[] {
   const file = `kradagrad_${flavor}.node`;
-  const env = flavor === 'cpu' ? process.env.KRADAGRAD_CPU_ADDON : process.env.KRADAGRAD_CUDA_ADDON;
-  const list = [
-    env ?? '',
-    path.join(root, flavor === 'cpu' ? 'build' : 'build-cuda', 'Release', file),
-    path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, file),
+  const envName = flavor === 'cpu' ? 'KRADAGRAD_CPU_ADDON' : 'KRADAGRAD_CUDA_ADDON';
+  const env = process.env[envName];
+  if (env) return [{ path: path.resolve(env), source: envName }];
+  const list: Candidate[] = [
+    { path: path.join(root, flavor === 'cpu' ? 'build' : 'build-cuda', 'Release', file), source: 'local build' },
+    { path: path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, file), source: 'prebuild' },
   ];
   if (flavor === 'cuda') {
+    let dir: string | undefined;
     try {
-      const pkg = require.resolve(`@kradagrad/${process.platform}-${process.arch}-cuda13/package.json`);
-      list.push(path.join(path.dirname(pkg), file));
+      dir = path.dirname(require.resolve(`${CUDA_PACKAGE}/package.json`, { paths: [root] }));
     } catch {
       /* platform package not installed */
     }
+    if (dir) {
+      const ours = packageVersion(root);
+      const theirs = packageVersion(dir);
+      list.push({
+        path: path.join(dir, file),
+        source: `${CUDA_PACKAGE}@${theirs ?? '?'}`,
+        problem:
+          ours && theirs !== ours
+            ? `${CUDA_PACKAGE} is version ${theirs ?? 'unknown'} but kradagrad is ${ours}; install ${CUDA_PACKAGE}@${ours}`
+            : undefined,
+      });
+    } else {
+      list.push({ path: '', source: CUDA_PACKAGE, problem: `${CUDA_PACKAGE} is not installed` });
+    }
   }
-  return list.filter((p) => p !== '');
+  return list;
+}
+
+/** Turns a dlopen/require failure into a reason a user can act on. */
+function explainLoadError(flavor: 'cpu' | 'cuda', message: string): string {
+  const first = message.split('\n')[0];
+  const lib = /(lib[\w.+-]+\.so[\w.]*): cannot open shared object file/.exec(first)?.[1];
+  let hint = '';
+  if (lib && /^libcuda\.so/.test(lib)) {
+    hint = 'no NVIDIA driver found (libcuda.so.1); the CUDA 13 addon needs driver R580 or newer';
+  } else if (lib && /^lib(cudart|cublas|cublasLt|cusolver|cusparse|nvJitLink)\.so/.test(lib)) {
+    hint =
+      `the CUDA 13 runtime libraries are not on the loader path (${lib}): install the CUDA 13 toolkit ` +
+      'or NVIDIA\'s CUDA 13 pip wheels and add their lib folder (site-packages/nvidia/cu13/lib) to LD_LIBRARY_PATH; see the README of ' +
+      CUDA_PACKAGE;
+  } else if (lib && /^lib(openblas|lapacke|lapack|blas|gfortran)\.so/.test(lib)) {
+    hint = `${lib} is missing (Debian/Ubuntu: apt-get install libopenblas0 liblapacke), or rebuild with npm rebuild kradagrad --build-from-source`;
+  } else if (lib) {
+    hint = `a shared library it needs is missing: ${lib}`;
+  } else if (/version `(GLIBC|GLIBCXX|CXXABI)_[\d.]+' not found/.test(first)) {
+    hint =
+      'this system\'s C/C++ runtime is older than the one the binary was built for; ' +
+      (flavor === 'cpu' ? 'build from source: npm rebuild kradagrad --build-from-source' : 'use a newer distribution (glibc >= 2.34)');
+  } else if (/undefined symbol/.test(first)) {
+    hint = flavor === 'cuda' ? 'mismatched CUDA library versions (the addon needs CUDA 13.x libraries)' : 'the binary and its libraries do not match';
+  } else if (/invalid ELF header|file too short|not an ELF|wrong ELF class|cannot open shared object file/.test(first)) {
+    hint = 'the file is not a loadable shared library for this platform (corrupt, truncated or built for another system)';
+  } else if (/NODE_MODULE_VERSION|did not self-register|Module did not/.test(first)) {
+    hint = 'built for another Node.js ABI';
+  }
+  return hint ? `${first} [${hint}]` : first;
 }
 
 function loadAddon(flavor: 'cpu' | 'cuda'): { addon?: NativeAddon; path?: string; reason?: string } {
   const tried: string[] = [];
-  for (const p of candidates(flavor)) {
-    if (!fs.existsSync(p)) {
-      tried.push(`${p} (missing)`);
+  for (const c of candidates(flavor)) {
+    if (c.problem) {
+      tried.push(`${c.source}: ${c.problem}`);
       continue;
     }
-    const cached = addons.get(p);
-    if (cached) return { addon: cached, path: p };
+    if (!fs.existsSync(c.path)) {
+      tried.push(`${c.source}: ${c.path} (missing)`);
+      continue;
+    }
+    const cached = addons.get(c.path);
+    if (cached) return { addon: cached, path: c.path };
+    let addon: NativeAddon;
     try {
       // eslint-disable-next-line @typescript-eslint/no-var-requires
-      const addon = require(p) as NativeAddon;
-      addons.set(p, addon);
-      return { addon, path: p };
+      addon = require(c.path) as NativeAddon;
     } catch (e) {
-      tried.push(`${p} (failed to load: ${(e as Error).message.split('\n')[0]})`);
+      tried.push(`${c.source}: ${c.path} failed to load: ${explainLoadError(flavor, (e as Error).message)}`);
+      continue;
     }
+    if (addon.flavor !== flavor || addon.abiVersion !== ABI_VERSION) {
+      tried.push(
+        `${c.source}: ${c.path} is a ${addon.flavor} addon with ABI ${addon.abiVersion}, expected ${flavor} with ABI ${ABI_VERSION} ` +
+          '(a binary from another kradagrad version)',
+      );
+      continue;
+    }
+    addons.set(c.path, addon);
+    return { addon, path: c.path };
   }
   return { reason: `no loadable ${flavor} addon; tried ${tried.join('; ')}` };
 }
@@ -162,8 +247,8 @@ export function loadBackend(request: BackendRequest = 'auto'): { addon: NativeAd
   const cpu = loadAddon('cpu');
   if (!cpu.addon) {
     throw new KradagradError(
-      `CPU addon not found (${cpu.reason}). Build it with \`npm run build:native\` ` +
-        '(needs a C++ compiler and libopenblas-dev + liblapacke-dev).',
+      `CPU addon not found (${cpu.reason}). Build it from source with \`npm rebuild kradagrad --build-from-source\` ` +
+        '(or `npm run build:native` in a checkout; needs a C++ compiler, make, python3 and libopenblas-dev + liblapacke-dev).',
       'BACKEND_UNAVAILABLE',
     );
   }
