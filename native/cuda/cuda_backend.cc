@@ -1,0 +1,632 @@
+// The CUDA backend: one device (0), one stream, handles created once, memory from the
+// device's stream-ordered pool (cudaMallocAsync / cudaFreeAsync on our stream), every
+// primitive enqueued on that stream. Primitives whose results come back to the host
+// (reductions, finiteness, solver info, download) synchronize the stream.
+//
+// Threading: the N-API layer may call in from a libuv worker (eighAsync / matpowAsync)
+// while the main thread keeps going, so every entry point holds `mu_` and makes device 0
+// current on the calling thread.
+//
+// Layout: buffers are row-major (core/backend.h). cuBLAS and cuSOLVER are column-major:
+// a row-major m x n matrix with leading dimension ld is, to them, its n x m transpose.
+#include "cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cusolverDn.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+#ifndef KRAD_CUDA_ARCHS
+#define KRAD_CUDA_ARCHS "unknown"
+#endif
+
+namespace krad {
+namespace {
+
+namespace kk = cuda_kernels;
+
+std::string err_text(cudaError_t e) {
+  return std::string(cudaGetErrorName(e)) + " (" + cudaGetErrorString(e) + ")";
+}
+
+Status cuda_status(cudaError_t e, const std::string& what) {
+  // Clear a non-sticky error so that it is not reported again by the next launch check.
+  (void)cudaGetLastError();
+  const Code c = e == cudaErrorMemoryAllocation ? Code::CUDA_OOM : Code::CUDA_FAILED;
+  return Status::Error(c, "CUDA " + what + " failed: " + err_text(e));
+}
+
+const char* cusolver_name(cusolverStatus_t s) {
+  switch (s) {
+    case CUSOLVER_STATUS_SUCCESS: return "CUSOLVER_STATUS_SUCCESS";
+    case CUSOLVER_STATUS_NOT_INITIALIZED: return "CUSOLVER_STATUS_NOT_INITIALIZED";
+    case CUSOLVER_STATUS_ALLOC_FAILED: return "CUSOLVER_STATUS_ALLOC_FAILED";
+    case CUSOLVER_STATUS_INVALID_VALUE: return "CUSOLVER_STATUS_INVALID_VALUE";
+    case CUSOLVER_STATUS_ARCH_MISMATCH: return "CUSOLVER_STATUS_ARCH_MISMATCH";
+    case CUSOLVER_STATUS_EXECUTION_FAILED: return "CUSOLVER_STATUS_EXECUTION_FAILED";
+    case CUSOLVER_STATUS_INTERNAL_ERROR: return "CUSOLVER_STATUS_INTERNAL_ERROR";
+    case CUSOLVER_STATUS_MATRIX_TYPE_NOT_SUPPORTED: return "CUSOLVER_STATUS_MATRIX_TYPE_NOT_SUPPORTED";
+    case CUSOLVER_STATUS_NOT_SUPPORTED: return "CUSOLVER_STATUS_NOT_SUPPORTED";
+    case CUSOLVER_STATUS_INVALID_WORKSPACE: return "CUSOLVER_STATUS_INVALID_WORKSPACE";
+    default: return "CUSOLVER_STATUS_UNKNOWN";
+  }
+}
+
+#define KRAD_CUDA(expr, what)                                 \
+  do {                                                        \
+    cudaError_t _krad_e = (expr);                             \
+    if (_krad_e != cudaSuccess) return cuda_status(_krad_e, (what)); \
+  } while (0)
+
+#define KRAD_CUBLAS(expr, what)                                                                         \
+  do {                                                                                                  \
+    cublasStatus_t _krad_b = (expr);                                                                    \
+    if (_krad_b != CUBLAS_STATUS_SUCCESS)                                                               \
+      return Status::Error(Code::CUBLAS_FAILED, std::string("cuBLAS ") + (what) + " failed: " +         \
+                                                    cublasGetStatusName(_krad_b) + " (" +               \
+                                                    cublasGetStatusString(_krad_b) + ")", (long long)_krad_b); \
+  } while (0)
+
+#define KRAD_CUSOLVER(expr, what)                                                                  \
+  do {                                                                                             \
+    cusolverStatus_t _krad_c = (expr);                                                             \
+    if (_krad_c != CUSOLVER_STATUS_SUCCESS)                                                        \
+      return Status::Error(Code::CUSOLVER_FAILED, std::string("cuSOLVER ") + (what) + " failed: " + \
+                                                      cusolver_name(_krad_c), (long long)_krad_c); \
+  } while (0)
+
+// Which eigensolver a batch goes to. KRADAGRAD_CUDA_EIGH=syevd|syevj|auto (default auto):
+// auto sends many small matrices to the batched Jacobi solver and the rest to syevd in a
+// loop (per the measurements in DESIGN.md: 256 x 128^2 in 6 ms batched vs 357 ms looped).
+enum class EighMethod { SYEVD, SYEVJ };
+EighMethod choose_eigh(int64_t n, int64_t batch) {
+  const char* e = std::getenv("KRADAGRAD_CUDA_EIGH");
+  if (e && std::strcmp(e, "syevd") == 0) return EighMethod::SYEVD;
+  if (e && std::strcmp(e, "syevj") == 0) return EighMethod::SYEVJ;
+  if (n <= 32 || (batch >= 2 && n <= 256)) return EighMethod::SYEVJ;
+  return EighMethod::SYEVD;
+}
+
+// A growable device buffer, reused across calls. Reuse is safe because every user is
+// ordered on the one stream; growth frees the old buffer stream-ordered too.
+struct DevBuf {
+  void* ptr = nullptr;
+  size_t cap = 0;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  Status init();
+
+  const char* name() const override { return "cuda"; }
+  std::string device() const override { return device_desc_; }
+
+  // ---- memory -------------------------------------------------------------------------
+  Status allocate(size_t bytes, void** ptr) override {
+    Guard g(this);
+    return dev_alloc(std::max<size_t>(bytes, 1), ptr);
+  }
+  void release(void* ptr) override {
+    if (!ptr) return;
+    Guard g(this);
+    dev_free(ptr);
+  }
+  Status upload(void* dst, const void* src, size_t bytes) override {
+    Guard g(this);
+    return h2d(dst, src, bytes);
+  }
+  Status download(void* dst, const void* src, size_t bytes) override {
+    Guard g(this);
+    if (!bytes) return Status::Ok();
+    KRAD_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "download (device to host copy)");
+    KRAD_CUDA(cudaStreamSynchronize(stream_), "download (synchronize)");
+    return Status::Ok();
+  }
+  Status copy(void* dst, const void* src, size_t bytes) override {
+    Guard g(this);
+    if (dst == src || !bytes) return Status::Ok();
+    KRAD_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "copy");
+    return Status::Ok();
+  }
+  Status fill(DType dt, void* dst, size_t count, double value) override {
+    Guard g(this);
+    KRAD_CUDA(kk::fill(dt, dst, count, value, stream_), "fill kernel");
+    return Status::Ok();
+  }
+  Status cast(DType sdt, const void* src, DType ddt, void* dst, size_t count) override {
+    Guard g(this);
+    KRAD_CUDA(kk::cast(sdt, src, ddt, dst, count, stream_), "cast kernel");
+    return Status::Ok();
+  }
+  Status synchronize() override {
+    Guard g(this);
+    KRAD_CUDA(cudaStreamSynchronize(stream_), "synchronize");
+    return Status::Ok();
+  }
+
+  // ---- products -----------------------------------------------------------------------
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands and
+  // m/n, keep each operand's own transpose flag. Batches go in chunks of at most 65535.
+  Status gemm(DType dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const void* a, int64_t lda,
+              int64_t sa, const void* b, int64_t ldb, int64_t sb, double beta, void* c, int64_t ldc, int64_t sc,
+              int64_t batch) override {
+    Guard g(this);
+    if (m <= 0 || n <= 0 || batch <= 0) return Status::Ok();
+    const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const size_t es = dtype_size(dt);
+    for (int64_t done = 0; done < batch; done += 65535) {
+      const int cnt = (int)std::min<int64_t>(65535, batch - done);
+      const char* pa = static_cast<const char*>(a) + done * sa * es;
+      const char* pb = static_cast<const char*>(b) + done * sb * es;
+      char* pc = static_cast<char*>(c) + done * sc * es;
+      if (dt == DType::F32) {
+        const float fa = (float)alpha, fb = (float)beta;
+        KRAD_CUBLAS(cublasSgemmStridedBatched(blas_, opb, opa, (int)n, (int)m, (int)k, &fa, (const float*)pb, (int)ldb,
+                                              sb, (const float*)pa, (int)lda, sa, &fb, (float*)pc, (int)ldc, sc, cnt),
+                    "SgemmStridedBatched");
+      } else {
+        KRAD_CUBLAS(cublasDgemmStridedBatched(blas_, opb, opa, (int)n, (int)m, (int)k, &alpha, (const double*)pb,
+                                              (int)ldb, sb, (const double*)pa, (int)lda, sa, &beta, (double*)pc,
+                                              (int)ldc, sc, cnt),
+                    "DgemmStridedBatched");
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status transpose3(DType dt, const void* src, void* dst, int64_t batch, int64_t p, int64_t q, int64_t r) override {
+    Guard g(this);
+    KRAD_CUDA(kk::transpose3(dt, src, dst, batch, p, q, r, stream_), "transpose3 kernel");
+    return Status::Ok();
+  }
+
+  // ---- symmetric eigensolver ----------------------------------------------------------
+  Status syevd(DType dt, const void* a, void* w, void* v, int64_t n, int64_t batch, std::vector<int>* info) override;
+
+  Status eig_scale(DType dt, const void* v, const void* w, void* out, int64_t n, int64_t batch, double p,
+                   double floor) override {
+    Guard g(this);
+    void* f = nullptr;
+    KRAD_RETURN_IF_ERROR(dev_alloc(std::max<size_t>((size_t)(n * batch) * dtype_size(dt), 1), &f));
+    cudaError_t e = kk::eig_scale(dt, v, w, out, f, n, batch, p, floor, stream_);
+    dev_free(f);  // stream-ordered: freed after the kernels that read it
+    KRAD_CUDA(e, "eig_scale kernel");
+    return Status::Ok();
+  }
+
+  // ---- elementwise --------------------------------------------------------------------
+  Status axpby(DType dt, int64_t batch, int64_t count, const double* alphas, double alpha, const void* x,
+               const double* betas, double beta, void* y) override {
+    Guard g(this);
+    const double *da = nullptr, *db = nullptr;
+    KRAD_RETURN_IF_ERROR(coefficients(alphas, betas, batch, &da, &db));
+    KRAD_CUDA(kk::axpby(dt, batch, count, da, alpha, x, db, beta, y, stream_), "axpby kernel");
+    return Status::Ok();
+  }
+  Status mul_acc(DType dt, size_t count, double a, double b, const void* x, const void* y, void* acc) override {
+    Guard g(this);
+    KRAD_CUDA(kk::mul_acc(dt, count, a, b, x, y, acc, stream_), "mul_acc kernel");
+    return Status::Ok();
+  }
+  Status div_sqrt(DType dt, size_t count, const void* x, const void* acc, double scale, double eps,
+                  void* out) override {
+    Guard g(this);
+    KRAD_CUDA(kk::div_sqrt(dt, count, x, acc, scale, eps, out, stream_), "div_sqrt kernel");
+    return Status::Ok();
+  }
+  Status add_identity(DType dt, void* a, int64_t n, int64_t batch, const double* alphas, double alpha) override {
+    Guard g(this);
+    const double *da = nullptr, *unused = nullptr;
+    KRAD_RETURN_IF_ERROR(coefficients(alphas, nullptr, batch, &da, &unused));
+    KRAD_CUDA(kk::add_identity(dt, a, n, batch, da, alpha, stream_), "add_identity kernel");
+    return Status::Ok();
+  }
+  Status symmetrize(DType dt, void* a, int64_t n, int64_t batch) override {
+    Guard g(this);
+    KRAD_CUDA(kk::symmetrize(dt, a, n, batch, stream_), "symmetrize kernel");
+    return Status::Ok();
+  }
+
+  // ---- reductions ---------------------------------------------------------------------
+  Status dot(DType dt, const void* x, const void* y, int64_t batch, int64_t count, std::vector<double>* out) override {
+    Guard g(this);
+    out->assign(batch, 0.0);
+    if (batch <= 0) return Status::Ok();
+    const size_t nparts = (size_t)batch * kk::dot_chunks(count);
+    KRAD_RETURN_IF_ERROR(ensure(&scratch_, (nparts + batch) * sizeof(double)));
+    double* parts = static_cast<double*>(scratch_.ptr);
+    double* res = parts + nparts;
+    KRAD_CUDA(kk::dot(dt, x, y, batch, count, parts, res, stream_), "dot kernel");
+    return fetch(out->data(), res, batch * sizeof(double));
+  }
+  Status trace(DType dt, const void* a, int64_t n, int64_t batch, std::vector<double>* out) override {
+    Guard g(this);
+    out->assign(batch, 0.0);
+    if (batch <= 0) return Status::Ok();
+    KRAD_RETURN_IF_ERROR(ensure(&scratch_, batch * sizeof(double)));
+    KRAD_CUDA(kk::trace(dt, a, n, batch, static_cast<double*>(scratch_.ptr), stream_), "trace kernel");
+    return fetch(out->data(), scratch_.ptr, batch * sizeof(double));
+  }
+  Status all_finite(DType dt, const void* x, int64_t batch, int64_t count, std::vector<uint8_t>* out) override {
+    Guard g(this);
+    out->assign(batch, 1);
+    if (batch <= 0) return Status::Ok();
+    KRAD_RETURN_IF_ERROR(ensure(&flags_, (size_t)batch));
+    KRAD_CUDA(kk::all_finite(dt, x, batch, count, static_cast<uint8_t*>(flags_.ptr), stream_), "all_finite kernel");
+    return fetch(out->data(), flags_.ptr, (size_t)batch);
+  }
+
+  // ---- block gather/scatter -----------------------------------------------------------
+  Status boxes(DType dt, void* src, const std::vector<int64_t>& sd, const std::vector<int64_t>& bd,
+               const std::vector<int64_t>& offsets, void* dst, bool scatter) override {
+    Guard g(this);
+    const int r = static_cast<int>(sd.size());
+    if (r == 0 || bd.size() != sd.size())
+      return Status::Error(Code::INTERNAL, "boxes: the CUDA backend needs rank >= 1 and box dims of the same rank");
+    int64_t box_numel = 1;
+    for (auto d : bd) box_numel *= d;
+    const int64_t nbox = static_cast<int64_t>(offsets.size()) / r;
+    if (nbox == 0 || box_numel == 0) return Status::Ok();
+    std::vector<int64_t> meta(2 * r + offsets.size());
+    for (int i = 0; i < r; ++i) meta[i] = bd[i];
+    meta[2 * r - 1] = 1;
+    for (int i = r - 2; i >= 0; --i) meta[r + i] = meta[r + i + 1] * sd[i + 1];
+    std::copy(offsets.begin(), offsets.end(), meta.begin() + 2 * r);
+    const size_t bytes = meta.size() * sizeof(int64_t);
+    KRAD_RETURN_IF_ERROR(ensure(&meta_, bytes));
+    KRAD_RETURN_IF_ERROR(h2d(meta_.ptr, meta.data(), bytes));
+    KRAD_CUDA(kk::boxes(dt, src, static_cast<const int64_t*>(meta_.ptr), r, nbox, box_numel, dst, scatter, stream_),
+              "boxes kernel");
+    return Status::Ok();
+  }
+
+ private:
+  // Holds the backend lock and makes our device current on this thread.
+  class Guard {
+   public:
+    explicit Guard(CudaBackend* b) : lock_(b->mu_) {
+      int cur = -1;
+      if (cudaGetDevice(&cur) != cudaSuccess || cur != b->device_) cudaSetDevice(b->device_);
+      (void)cudaGetLastError();  // a stale non-sticky error must not surface in this call
+    }
+
+   private:
+    std::lock_guard<std::mutex> lock_;
+  };
+
+  Status dev_alloc(size_t bytes, void** ptr) {
+    cudaError_t e = pool_ ? cudaMallocAsync(ptr, bytes, stream_) : cudaMalloc(ptr, bytes);
+    if (e == cudaSuccess) return Status::Ok();
+    (void)cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    (void)cudaGetLastError();
+    if (e == cudaErrorMemoryAllocation)
+      return Status::Error(Code::CUDA_OOM, "CUDA out of memory allocating " + std::to_string(bytes) + " bytes (" +
+                                               std::to_string(free_b >> 20) + " MiB free of " +
+                                               std::to_string(total_b >> 20) + " MiB)");
+    return cuda_status(e, "allocation of " + std::to_string(bytes) + " bytes");
+  }
+  void dev_free(void* p) {
+    if (!p) return;
+    cudaError_t e = pool_ ? cudaFreeAsync(p, stream_) : cudaFree(p);
+    if (e != cudaSuccess) (void)cudaGetLastError();  // at teardown the runtime may be gone: nothing to do
+  }
+  Status ensure(DevBuf* b, size_t bytes) {
+    if (b->cap >= bytes && b->ptr) return Status::Ok();
+    const size_t want = std::max<size_t>({bytes, 2 * b->cap, 256});
+    void* p = nullptr;
+    KRAD_RETURN_IF_ERROR(dev_alloc(want, &p));
+    dev_free(b->ptr);
+    b->ptr = p;
+    b->cap = want;
+    return Status::Ok();
+  }
+
+  // Host -> device, asynchronous on the stream. Small copies go through a ring of pinned
+  // slots (truly asynchronous; a slot is reused only after its previous copy completed);
+  // larger ones are pageable copies, which return once the source has been consumed.
+  Status h2d(void* dst, const void* src, size_t bytes) {
+    if (!bytes) return Status::Ok();
+    if (bytes <= kSlotBytes && ring_host_) {
+      const int slot = ring_next_;
+      ring_next_ = (ring_next_ + 1) % kSlots;
+      KRAD_CUDA(cudaEventSynchronize(ring_events_[slot]), "staging wait");
+      char* h = static_cast<char*>(ring_host_) + slot * kSlotBytes;
+      std::memcpy(h, src, bytes);
+      KRAD_CUDA(cudaMemcpyAsync(dst, h, bytes, cudaMemcpyHostToDevice, stream_), "upload (host to device copy)");
+      KRAD_CUDA(cudaEventRecord(ring_events_[slot], stream_), "staging record");
+      return Status::Ok();
+    }
+    KRAD_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "upload (host to device copy)");
+    return Status::Ok();
+  }
+
+  // Device -> host through the pinned result buffer; synchronizes.
+  Status fetch(void* host_dst, const void* src, size_t bytes) {
+    if (!bytes) return Status::Ok();
+    if (res_cap_ < bytes) {
+      if (res_host_) cudaFreeHost(res_host_);
+      res_host_ = nullptr;
+      res_cap_ = 0;
+      const size_t want = std::max<size_t>(bytes, 4096);
+      KRAD_CUDA(cudaMallocHost(&res_host_, want), "pinned host allocation");
+      res_cap_ = want;
+    }
+    KRAD_CUDA(cudaMemcpyAsync(res_host_, src, bytes, cudaMemcpyDeviceToHost, stream_), "result copy to host");
+    KRAD_CUDA(cudaStreamSynchronize(stream_), "synchronize");
+    std::memcpy(host_dst, res_host_, bytes);
+    return Status::Ok();
+  }
+
+  // Per-item coefficient arrays live on the host: upload them next to each other.
+  Status coefficients(const double* alphas, const double* betas, int64_t batch, const double** da,
+                      const double** db) {
+    *da = *db = nullptr;
+    if (!alphas && !betas) return Status::Ok();
+    const size_t one = (size_t)batch * sizeof(double);
+    KRAD_RETURN_IF_ERROR(ensure(&coef_, 2 * one));
+    double* base = static_cast<double*>(coef_.ptr);
+    if (alphas) {
+      KRAD_RETURN_IF_ERROR(h2d(base, alphas, one));
+      *da = base;
+    }
+    if (betas) {
+      KRAD_RETURN_IF_ERROR(h2d(base + batch, betas, one));
+      *db = base + batch;
+    }
+    return Status::Ok();
+  }
+
+  Status solve_syevd(DType dt, char* work, void* w, int* dinfo, int64_t n, const std::vector<int64_t>& items);
+  Status solve_syevj(DType dt, char* work, void* w, int* dinfo, int64_t n, int64_t batch);
+
+  static constexpr int kSlots = 32;
+  static constexpr size_t kSlotBytes = 64 * 1024;
+
+  std::mutex mu_;
+  int device_ = 0;
+  bool pool_ = false;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  cusolverDnHandle_t solver_ = nullptr;
+  syevjInfo_t syevj_ = nullptr;
+  std::string device_desc_;
+  DevBuf scratch_, flags_, coef_, meta_, infos_;
+  void* res_host_ = nullptr;
+  size_t res_cap_ = 0;
+  void* ring_host_ = nullptr;
+  cudaEvent_t ring_events_[kSlots] = {};
+  int ring_next_ = 0;
+};
+
+Status CudaBackend::init() {
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  int rt = 0;
+  cudaRuntimeGetVersion(&rt);
+  const std::string rt_str = std::to_string(rt / 1000) + "." + std::to_string((rt % 1000) / 10);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    std::string why = e == cudaErrorInsufficientDriver
+                          ? "the NVIDIA driver is missing or older than this addon's CUDA runtime " + rt_str
+                          : e == cudaErrorNoDevice ? "no CUDA-capable device is present"
+                                                   : "the CUDA driver could not be initialised";
+    return Status::Error(Code::CUDA_FAILED, why + " (cudaGetDeviceCount: " + err_text(e) + ")");
+  }
+  if (count <= 0) return Status::Error(Code::CUDA_FAILED, "no CUDA device found (cudaGetDeviceCount returned 0)");
+  KRAD_CUDA(cudaSetDevice(device_), "cudaSetDevice(0)");
+  cudaDeviceProp prop;
+  KRAD_CUDA(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
+  e = kk::probe();
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Status::Error(Code::CUDA_FAILED, std::string("this addon has no kernels for ") + prop.name + " (sm_" +
+                                                std::to_string(prop.major) + std::to_string(prop.minor) +
+                                                "); it was built for CUDA architectures " + KRAD_CUDA_ARCHS + ": " +
+                                                err_text(e));
+  }
+  int drv = 0;
+  cudaDriverGetVersion(&drv);
+  device_desc_ = std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) +
+                 ", CUDA runtime " + rt_str + ", driver " + std::to_string(drv / 1000) + "." +
+                 std::to_string((drv % 1000) / 10) + ", " +
+                 std::to_string((prop.totalGlobalMem + (1 << 29)) >> 30) + " GiB)";
+
+  KRAD_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream creation");
+  int pools = 0;
+  cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device_);
+  if (pools) {
+    // Keep freed memory in the pool instead of returning it to the driver at each sync.
+    cudaMemPool_t pool;
+    if (cudaDeviceGetDefaultMemPool(&pool, device_) == cudaSuccess) {
+      uint64_t threshold = UINT64_MAX;
+      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold);
+      pool_ = true;
+    }
+  }
+  (void)cudaGetLastError();
+
+  KRAD_CUBLAS(cublasCreate(&blas_), "handle creation");
+  KRAD_CUBLAS(cublasSetStream(blas_, stream_), "cublasSetStream");
+  const char* tf32 = std::getenv("KRADAGRAD_CUDA_TF32");
+  KRAD_CUBLAS(cublasSetMathMode(blas_, tf32 && std::strcmp(tf32, "1") == 0 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                            : CUBLAS_DEFAULT_MATH),
+              "cublasSetMathMode");
+  KRAD_CUSOLVER(cusolverDnCreate(&solver_), "handle creation");
+  KRAD_CUSOLVER(cusolverDnSetStream(solver_, stream_), "cusolverDnSetStream");
+  KRAD_CUSOLVER(cusolverDnCreateSyevjInfo(&syevj_), "syevj parameter creation");
+  KRAD_CUSOLVER(cusolverDnXsyevjSetSortEig(syevj_, 1), "syevj sort setting");
+
+  // Pinned staging ring for small uploads (coefficients, box offsets). Without it,
+  // uploads still work as pageable copies.
+  if (cudaMallocHost(&ring_host_, kSlots * kSlotBytes) == cudaSuccess) {
+    for (int i = 0; i < kSlots; ++i)
+      if (cudaEventCreateWithFlags(&ring_events_[i], cudaEventDisableTiming) != cudaSuccess) {
+        for (int j = 0; j < i; ++j) cudaEventDestroy(ring_events_[j]);
+        cudaFreeHost(ring_host_);
+        ring_host_ = nullptr;
+        break;
+      }
+  } else {
+    ring_host_ = nullptr;
+  }
+  (void)cudaGetLastError();
+  return Status::Ok();
+}
+
+// Loops the per-matrix syevd over `items`; each writes its own device info entry.
+Status CudaBackend::solve_syevd(DType dt, char* work, void* w, int* dinfo, int64_t n,
+                                const std::vector<int64_t>& items) {
+  if (items.empty()) return Status::Ok();
+  const size_t es = dtype_size(dt), nn = (size_t)(n * n);
+  int lwork = 0;
+  if (dt == DType::F32)
+    KRAD_CUSOLVER(cusolverDnSsyevd_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, (int)n,
+                                              (const float*)work, (int)n, (const float*)w, &lwork),
+                  "Ssyevd_bufferSize");
+  else
+    KRAD_CUSOLVER(cusolverDnDsyevd_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, (int)n,
+                                              (const double*)work, (int)n, (const double*)w, &lwork),
+                  "Dsyevd_bufferSize");
+  void* ws = nullptr;
+  KRAD_RETURN_IF_ERROR(dev_alloc(std::max<size_t>((size_t)lwork * es, 1), &ws));
+  Status st = Status::Ok();
+  for (int64_t b : items) {
+    cusolverStatus_t cs;
+    if (dt == DType::F32)
+      cs = cusolverDnSsyevd(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, (int)n,
+                            (float*)(work + b * nn * es), (int)n, (float*)w + b * n, (float*)ws, lwork, dinfo + b);
+    else
+      cs = cusolverDnDsyevd(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, (int)n,
+                            (double*)(work + b * nn * es), (int)n, (double*)w + b * n, (double*)ws, lwork, dinfo + b);
+    if (cs != CUSOLVER_STATUS_SUCCESS) {
+      st = Status::Error(Code::CUSOLVER_FAILED,
+                         std::string("cuSOLVER ") + (dt == DType::F32 ? "Ssyevd" : "Dsyevd") + " failed on item " +
+                             std::to_string(b) + " (n = " + std::to_string(n) + "): " + cusolver_name(cs),
+                         (long long)cs);
+      break;
+    }
+  }
+  dev_free(ws);
+  return st;
+}
+
+// Batched Jacobi over all items, in chunks that keep the int workspace size in range.
+Status CudaBackend::solve_syevj(DType dt, char* work, void* w, int* dinfo, int64_t n, int64_t batch) {
+  const size_t es = dtype_size(dt), nn = (size_t)(n * n);
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(batch, (int64_t(1) << 26) / (int64_t)nn));
+  for (int64_t done = 0; done < batch; done += chunk) {
+    const int cnt = (int)std::min<int64_t>(chunk, batch - done);
+    char* A = work + done * nn * es;
+    int lwork = 0;
+    if (dt == DType::F32)
+      KRAD_CUSOLVER(cusolverDnSsyevjBatched_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER,
+                                                       (int)n, (const float*)A, (int)n, (const float*)w + done * n,
+                                                       &lwork, syevj_, cnt),
+                    "SsyevjBatched_bufferSize");
+    else
+      KRAD_CUSOLVER(cusolverDnDsyevjBatched_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER,
+                                                       (int)n, (const double*)A, (int)n, (const double*)w + done * n,
+                                                       &lwork, syevj_, cnt),
+                    "DsyevjBatched_bufferSize");
+    void* ws = nullptr;
+    KRAD_RETURN_IF_ERROR(dev_alloc(std::max<size_t>((size_t)lwork * es, 1), &ws));
+    cusolverStatus_t cs;
+    if (dt == DType::F32)
+      cs = cusolverDnSsyevjBatched(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, (int)n, (float*)A,
+                                   (int)n, (float*)w + done * n, (float*)ws, lwork, dinfo + done, syevj_, cnt);
+    else
+      cs = cusolverDnDsyevjBatched(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, (int)n, (double*)A,
+                                   (int)n, (double*)w + done * n, (double*)ws, lwork, dinfo + done, syevj_, cnt);
+    dev_free(ws);
+    KRAD_CUSOLVER(cs, dt == DType::F32 ? "SsyevjBatched" : "DsyevjBatched");
+  }
+  return Status::Ok();
+}
+
+// work = copy of A (row-major lower triangle = column-major upper triangle); items with
+// NaN/Inf are swapped for the identity so the solver never sees them, and reported as
+// info = 1 like the CPU backend. The solver leaves the eigenvectors in work's columns
+// (column-major), i.e. in its rows read row-major: a transpose puts them in V's columns.
+// Items the batched Jacobi solver did not converge on are redone with syevd.
+Status CudaBackend::syevd(DType dt, const void* a, void* w, void* v, int64_t n, int64_t batch,
+                          std::vector<int>* info) {
+  Guard g(this);
+  info->assign(batch, 0);
+  if (batch <= 0 || n <= 0) return Status::Ok();
+  const size_t es = dtype_size(dt), nn = (size_t)(n * n), bytes = nn * batch * es;
+  void* work = nullptr;
+  KRAD_RETURN_IF_ERROR(dev_alloc(bytes, &work));
+  struct Free {
+    CudaBackend* b;
+    void* p;
+    ~Free() { b->dev_free(p); }
+  } free_work{this, work};
+  char* wk = static_cast<char*>(work);
+  KRAD_RETURN_IF_ERROR(ensure(&flags_, (size_t)batch));
+  KRAD_RETURN_IF_ERROR(ensure(&infos_, (size_t)batch * sizeof(int)));
+  uint8_t* dflags = static_cast<uint8_t*>(flags_.ptr);
+  int* dinfo = static_cast<int*>(infos_.ptr);
+  KRAD_CUDA(cudaMemcpyAsync(work, a, bytes, cudaMemcpyDeviceToDevice, stream_), "eigh input copy");
+  KRAD_CUDA(kk::all_finite(dt, a, batch, (int64_t)nn, dflags, stream_), "all_finite kernel");
+  KRAD_CUDA(kk::identity_where_bad(dt, work, n, batch, dflags, stream_), "identity_where_bad kernel");
+  KRAD_CUDA(cudaMemsetAsync(dinfo, 0, (size_t)batch * sizeof(int), stream_), "info reset");
+
+  std::vector<int> hinfo(batch, 0);
+  std::vector<uint8_t> finite(batch, 1);
+  if (choose_eigh(n, batch) == EighMethod::SYEVJ) {
+    KRAD_RETURN_IF_ERROR(solve_syevj(dt, wk, w, dinfo, n, batch));
+    KRAD_RETURN_IF_ERROR(fetch(hinfo.data(), dinfo, (size_t)batch * sizeof(int)));
+    KRAD_RETURN_IF_ERROR(fetch(finite.data(), dflags, (size_t)batch));
+    std::vector<int64_t> redo;
+    for (int64_t b = 0; b < batch; ++b)
+      if (finite[b] && hinfo[b] != 0) redo.push_back(b);
+    if (!redo.empty()) {
+      for (int64_t b : redo)
+        KRAD_CUDA(cudaMemcpyAsync(wk + b * nn * es, static_cast<const char*>(a) + b * nn * es, nn * es,
+                                  cudaMemcpyDeviceToDevice, stream_),
+                  "eigh retry copy");
+      KRAD_RETURN_IF_ERROR(solve_syevd(dt, wk, w, dinfo, n, redo));
+    }
+  } else {
+    std::vector<int64_t> all(batch);
+    for (int64_t b = 0; b < batch; ++b) all[b] = b;
+    KRAD_RETURN_IF_ERROR(solve_syevd(dt, wk, w, dinfo, n, all));
+  }
+  KRAD_CUDA(kk::transpose3(dt, work, v, batch, n, n, 1, stream_), "eigenvector transpose kernel");
+  KRAD_RETURN_IF_ERROR(fetch(hinfo.data(), dinfo, (size_t)batch * sizeof(int)));
+  KRAD_RETURN_IF_ERROR(fetch(finite.data(), dflags, (size_t)batch));
+  for (int64_t b = 0; b < batch; ++b) {
+    const int x = hinfo[b];
+    (*info)[b] = !finite[b] ? 1 : x < 0 ? 1000 - x : x;  // < 0 would be our bug: report it as failed
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status cuda_backend(Backend** out) {
+  static std::once_flag once;
+  static CudaBackend* instance = nullptr;
+  static Status status;
+  std::call_once(once, [] {
+    // Never destroyed: tearing down handles after the CUDA runtime has unloaded at exit
+    // can crash; the driver reclaims everything when the process ends.
+    auto* b = new CudaBackend();
+    status = b->init();
+    if (status.ok()) instance = b;
+  });
+  *out = instance;
+  return status;
+}
+
+}  // namespace krad

@@ -1,0 +1,54 @@
+// Launchers for our own kernels (kernels.cu). All are asynchronous on `stream`; they only
+// enqueue work and return the launch error (cudaGetLastError), if any. Pointers are device
+// pointers unless named host_*. Row-major layouts as in core/backend.h.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "../core/backend.h"
+
+namespace krad {
+namespace cuda_kernels {
+
+cudaError_t fill(DType dt, void* dst, size_t count, double value, cudaStream_t s);
+cudaError_t cast(DType src_dt, const void* src, DType dst_dt, void* dst, size_t count, cudaStream_t s);
+cudaError_t transpose3(DType dt, const void* src, void* dst, int64_t batch, int64_t p, int64_t q, int64_t r,
+                       cudaStream_t s);
+
+// f_scratch: n * batch elements of dt (one f(w) per eigenvalue).
+cudaError_t eig_scale(DType dt, const void* v, const void* w, void* out, void* f_scratch, int64_t n,
+                      int64_t batch, double p, double floor, cudaStream_t s);
+
+// alphas/betas: device arrays of `batch` doubles, or null (then the scalar is used).
+cudaError_t axpby(DType dt, int64_t batch, int64_t count, const double* alphas, double alpha, const void* x,
+                  const double* betas, double beta, void* y, cudaStream_t s);
+cudaError_t mul_acc(DType dt, size_t count, double a, double b, const void* x, const void* y, void* acc,
+                    cudaStream_t s);
+cudaError_t div_sqrt(DType dt, size_t count, const void* x, const void* acc, double scale, double eps, void* out,
+                     cudaStream_t s);
+cudaError_t add_identity(DType dt, void* a, int64_t n, int64_t batch, const double* alphas, double alpha,
+                         cudaStream_t s);
+cudaError_t symmetrize(DType dt, void* a, int64_t n, int64_t batch, cudaStream_t s);
+
+// Per-item sums in double, deterministic (fixed two-pass order). `partials` needs
+// batch * dot_chunks(count) doubles.
+int64_t dot_chunks(int64_t count);
+cudaError_t dot(DType dt, const void* x, const void* y, int64_t batch, int64_t count, double* partials, double* out,
+                cudaStream_t s);
+cudaError_t trace(DType dt, const void* a, int64_t n, int64_t batch, double* out, cudaStream_t s);
+// finite[b] = 1 when item b holds no NaN/Inf, else 0.
+cudaError_t all_finite(DType dt, const void* x, int64_t batch, int64_t count, uint8_t* finite, cudaStream_t s);
+// Items with finite[b] == 0 are overwritten with the identity (so a solver never sees NaN).
+cudaError_t identity_where_bad(DType dt, void* a, int64_t n, int64_t batch, const uint8_t* finite, cudaStream_t s);
+
+// meta: device int64 array [box_dims (r)][src strides (r)][offsets (nbox * r)].
+cudaError_t boxes(DType dt, void* src, const int64_t* meta, int r, int64_t nbox, int64_t box_numel, void* dst,
+                  bool scatter, cudaStream_t s);
+
+// Probes that the module has a kernel image for the current device.
+cudaError_t probe();
+
+}  // namespace cuda_kernels
+}  // namespace krad
