@@ -12,6 +12,13 @@ export type DType = 'float32' | 'float64';
 export type TypedArrayFor<D extends DType> = D extends 'float32' ? Float32Array : Float64Array;
 export type FloatArray = Float32Array | Float64Array;
 
+// Node 20 defines Symbol.dispose (as Symbol.for('nodejs.dispose')) only in its main realm;
+// vm contexts such as Jest's lack it, which would name the method below "undefined" and
+// break `using`. Supply the same symbol there.
+if (typeof Symbol.dispose !== 'symbol') {
+  Object.defineProperty(Symbol, 'dispose', { value: Symbol.for('nodejs.dispose') });
+}
+
 const registry = new FinalizationRegistry<NativeTensor>((n) => {
   if (!n.disposed) n.dispose();
 });
