@@ -1,0 +1,185 @@
+/**
+ * Tensor handles: host round trips, reshape views sharing storage, explicit and scoped
+ * (`using`) disposal, read(into), native memory reported to V8 and the
+ * FinalizationRegistry safety net.
+ */
+import * as v8 from 'v8';
+import * as vm from 'vm';
+import { KradagradError, Tensor, getBackend, ops } from '../lib';
+import { DTYPES, typed } from './ref/check';
+import { Rng } from './ref/linalg';
+
+const backend = getBackend('cpu');
+
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc') as () => void;
+
+describe('round trips', () => {
+  const shapes: [number[], number][] = [
+    [[1], 1],
+    [[7], 3],
+    [[3, 1], 2],
+    [[1, 5], 1],
+    [[2, 3, 4], 2],
+    [[2, 1, 3, 2], 3],
+  ];
+  test.each(DTYPES.flatMap((d) => shapes.map(([s, b]) => [d, s, b] as const)))('%s %p batch %p', (dt, shape, batch) => {
+    const n = batch * shape.reduce((a, b) => a * b, 1);
+    const data = typed(dt, new Rng(n).normals(n));
+    using t = backend.fromArray(data, shape, batch);
+    expect(t.dtype).toBe(dt);
+    expect(t.shape).toEqual(shape);
+    expect(t.batch).toBe(batch);
+    expect(t.itemSize).toBe(n / batch);
+    expect(t.size).toBe(n);
+    expect(t.bytes).toBe(n * (dt === 'float32' ? 4 : 8));
+    expect(t.backend).toBe(backend);
+    const back = t.read();
+    // By tag, not instanceof: the addon's arrays come from Node's main realm, Jest runs tests in a vm realm.
+    expect(Object.prototype.toString.call(back)).toBe(dt === 'float32' ? '[object Float32Array]' : '[object Float64Array]');
+    expect(Array.from(back)).toEqual(Array.from(data));
+    expect(back).not.toBe(data); // a copy, not the caller's array
+    data[0] = 123; // the tensor holds its own copy
+    expect(t.read()[0]).not.toBe(123);
+  });
+
+  test('float64 values survive exactly, float32 values are rounded once on the way in', () => {
+    const x = [Math.PI, 1 / 3, 1e-310, -0, 1e300];
+    using t64 = backend.fromArray(Float64Array.from(x), [5]);
+    expect(Array.from(t64.read())).toEqual(x);
+    expect(Object.is(t64.read()[3], -0)).toBe(true);
+    using t32 = backend.fromArray(Float32Array.from(x), [5]);
+    expect(Array.from(t32.read())).toEqual(x.map(Math.fround));
+  });
+
+  test('new tensors are zero; write overwrites everything', () => {
+    using t = backend.tensor('float32', [3, 2], 2);
+    expect(Array.from(t.read())).toEqual(new Array(12).fill(0));
+    const d = Float32Array.from({ length: 12 }, (_, i) => i - 5.5);
+    expect(t.write(d)).toBe(t);
+    expect(Array.from(t.read())).toEqual(Array.from(d));
+  });
+
+  test('typed-array views with a byte offset are read from the right place', () => {
+    const buf = Float64Array.from({ length: 10 }, (_, i) => i);
+    using t = backend.fromArray(buf.subarray(3, 7), [4]);
+    expect(Array.from(t.read())).toEqual([3, 4, 5, 6]);
+    t.write(buf.subarray(6, 10));
+    expect(Array.from(t.read())).toEqual([6, 7, 8, 9]);
+  });
+
+  test('read(into) fills and returns the given array, also a subarray view', () => {
+    using t = backend.fromArray(Float32Array.from([1, 2, 3, 4]), [2, 2]);
+    const into = new Float32Array(4);
+    expect(t.read(into)).toBe(into);
+    expect(Array.from(into)).toEqual([1, 2, 3, 4]);
+    const big = new Float32Array(8).fill(-1);
+    t.read(big.subarray(2, 6));
+    expect(Array.from(big)).toEqual([-1, -1, 1, 2, 3, 4, -1, -1]);
+  });
+
+  test('shape is a copy: mutating it changes nothing', () => {
+    using t = backend.tensor('float64', [2, 3]);
+    t.shape.push(9);
+    t.shape[0] = 7;
+    expect(t.shape).toEqual([2, 3]);
+  });
+});
+
+describe('reshape views', () => {
+  test('share storage both ways, with any batch/shape of the same element count', () => {
+    using t = backend.fromArray(Float64Array.from({ length: 12 }, (_, i) => i), [3, 4]);
+    using v = t.reshape([2, 3], 2);
+    expect(v.shape).toEqual([2, 3]);
+    expect(v.batch).toBe(2);
+    expect(Array.from(v.read())).toEqual(Array.from(t.read()));
+    v.write(Float64Array.from({ length: 12 }, (_, i) => -i));
+    expect(t.read()[5]).toBe(-5);
+    ops.scale(t, 2); // an op on the original is seen through the view
+    expect(v.read()[5]).toBe(-10);
+    using w = v.reshape([12]);
+    ops.fill(w, 1);
+    expect(Array.from(t.read())).toEqual(new Array(12).fill(1));
+  });
+  test('disposing a view leaves the original usable, and vice versa', () => {
+    const t = backend.fromArray(Float32Array.from([1, 2, 3, 4]), [4]);
+    const v = t.reshape([2, 2]);
+    v.dispose();
+    expect(Array.from(t.read())).toEqual([1, 2, 3, 4]);
+    const w = t.reshape([2], 2);
+    t.dispose();
+    expect(Array.from(w.read())).toEqual([1, 2, 3, 4]);
+    w.dispose();
+  });
+});
+
+describe('disposal', () => {
+  test('dispose is idempotent and marks the tensor disposed', () => {
+    const t = backend.tensor('float32', [4]);
+    expect(t.disposed).toBe(false);
+    t.dispose();
+    expect(t.disposed).toBe(true);
+    expect(() => t.dispose()).not.toThrow();
+    expect(t.disposed).toBe(true);
+    expect(() => t.read()).toThrow(KradagradError);
+  });
+
+  test('`using` disposes at the end of the block, also when it throws', () => {
+    let kept: Tensor | undefined;
+    {
+      using t = backend.tensor('float64', [3]);
+      kept = t;
+      expect(t.disposed).toBe(false);
+    }
+    expect(kept.disposed).toBe(true);
+    let kept2: Tensor | undefined;
+    expect(() => {
+      using t = backend.tensor('float64', [3]);
+      kept2 = t;
+      throw new Error('boom');
+    }).toThrow('boom');
+    expect(kept2!.disposed).toBe(true);
+  });
+
+  test('Symbol.dispose is dispose', () => {
+    const t = backend.tensor('float32', [2]);
+    t[Symbol.dispose]();
+    expect(t.disposed).toBe(true);
+    t[Symbol.dispose](); // idempotent too
+  });
+});
+
+describe('garbage collection safety net', () => {
+  test('a forgotten Tensor disposes its native handle once collected (FinalizationRegistry)', async () => {
+    const natives = ((): { disposed: boolean }[] => {
+      const out = [];
+      for (let i = 0; i < 4; i++) out.push(backend.tensor('float32', [1000]).native); // Tensor wrappers dropped
+      return out;
+    })();
+    expect(natives.every((n) => !n.disposed)).toBe(true);
+    // Finalization callbacks run asynchronously after a collection: a bounded number of rounds.
+    for (let round = 0; round < 200 && !natives.every((n) => n.disposed); round++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(natives.map((n) => n.disposed)).toEqual([true, true, true, true]);
+  });
+
+  test('the memory of forgotten tensors is returned (resident set shrinks)', async () => {
+    const MB = 1 << 20;
+    gc();
+    await new Promise((r) => setTimeout(r, 5));
+    const rss = (): number => process.memoryUsage().rss;
+    const before = rss();
+    (() => {
+      for (let i = 0; i < 4; i++) backend.tensor('float64', [4 * MB]); // 4 x 32 MB, zero-filled (resident), never disposed
+    })();
+    const peak = rss();
+    expect(peak - before).toBeGreaterThan(100 * MB);
+    for (let round = 0; round < 200 && peak - rss() < 100 * MB; round++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(peak - rss()).toBeGreaterThanOrEqual(100 * MB);
+  });
+});
