@@ -264,6 +264,49 @@ class CudaBackend final : public Backend {
     return fetch(out->data(), flags_.ptr, (size_t)batch);
   }
 
+  // ---- fused pieces: reductions feed the update on the device, no host round trip -------
+  Status scale_by_norm_ratio(DType dt, void* d, const void* a, int64_t batch, int64_t count, double eps) override {
+    Guard g(this);
+    if (batch <= 0) return Status::Ok();
+    const size_t nparts = (size_t)batch * kk::dot_chunks(count);
+    KRAD_RETURN_IF_ERROR(ensure(&scratch_, (nparts + 3 * batch) * sizeof(double)));
+    double* parts = static_cast<double*>(scratch_.ptr);
+    double *na = parts + nparts, *nd = na + batch, *f = nd + batch;
+    KRAD_CUDA(kk::dot(dt, a, a, batch, count, parts, na, stream_), "dot kernel");
+    KRAD_CUDA(kk::dot(dt, d, d, batch, count, parts, nd, stream_), "dot kernel");  // parts reuse: stream-ordered
+    KRAD_CUDA(kk::norm_ratio(na, nd, eps, f, batch, stream_), "norm_ratio kernel");
+    KRAD_CUDA(kk::axpby(dt, batch, count, nullptr, 0.0, d, f, 0.0, d, stream_), "axpby kernel");
+    return Status::Ok();
+  }
+  Status inverse_update(DType dt, void* l, const void* t, const void* m, int64_t n, int64_t batch,
+                        Normalizer kind) override {
+    Guard g(this);
+    if (batch <= 0) return Status::Ok();
+    const bool tr = kind == Normalizer::TRACE;
+    const size_t nparts = tr ? 0 : (size_t)batch * kk::dot_chunks(n * n);
+    KRAD_RETURN_IF_ERROR(ensure(&scratch_, (nparts + 2 * batch) * sizeof(double)));
+    double* parts = static_cast<double*>(scratch_.ptr);
+    double *x = parts + nparts, *r = x + batch;
+    if (tr)
+      KRAD_CUDA(kk::trace(dt, m, n, batch, x, stream_), "trace kernel");
+    else
+      KRAD_CUDA(kk::dot(dt, m, m, batch, n * n, parts, x, stream_), "dot kernel");
+    KRAD_CUDA(kk::inverse_coeffs(x, n, tr, r, batch, stream_), "inverse_coeffs kernel");
+    KRAD_CUDA(kk::axpby(dt, batch, n * n, r, 0.0, t, nullptr, 1.0, l, stream_), "axpby kernel");
+    return Status::Ok();
+  }
+  Status all_finite_many(const std::vector<DType>& dtypes, const std::vector<const void*>& ptrs,
+                         const std::vector<int64_t>& counts, std::vector<uint8_t>* finite) override {
+    Guard g(this);
+    finite->assign(ptrs.size(), 1);
+    if (ptrs.empty()) return Status::Ok();
+    KRAD_RETURN_IF_ERROR(ensure(&flags_, ptrs.size()));
+    uint8_t* f = static_cast<uint8_t*>(flags_.ptr);
+    for (size_t j = 0; j < ptrs.size(); ++j)
+      KRAD_CUDA(kk::all_finite(dtypes[j], ptrs[j], 1, counts[j], f + j, stream_), "all_finite kernel");
+    return fetch(finite->data(), f, ptrs.size());
+  }
+
   // ---- block gather/scatter -----------------------------------------------------------
   Status boxes(DType dt, void* src, const std::vector<int64_t>& sd, const std::vector<int64_t>& bd,
                const std::vector<int64_t>& offsets, void* dst, bool scatter) override {

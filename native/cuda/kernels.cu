@@ -183,6 +183,13 @@ __global__ void sum_partials_k(const double* partials, int64_t chunks, int64_t b
   }
 }
 
+__global__ void norm_ratio_k(const double* na, const double* nd, double eps, double* f, int64_t batch) {
+  KRAD_GRID_STRIDE(b, (size_t)batch) f[b] = sqrt(na[b]) / (sqrt(nd[b]) + eps);
+}
+__global__ void inverse_coeffs_k(const double* x, int64_t n, bool trace, double* r, int64_t batch) {
+  KRAD_GRID_STRIDE(b, (size_t)batch) r[b] = trace ? -1.0 / (n * (1.0 + x[b])) : -1.0 / (1.0 + sqrt(x[b]));
+}
+
 template <typename T>
 __global__ void trace_k(const T* a, int64_t n, int64_t batch, double* out) {
   for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
@@ -349,6 +356,18 @@ cudaError_t trace(DType dt, const void* a, int64_t n, int64_t batch, double* out
   if (batch <= 0) return cudaSuccess;
   const unsigned grid = (unsigned)std::min<int64_t>(batch, 1 << 20);
   KRAD_DISPATCH(dt, trace_k<T><<<grid, kThreads, 0, s>>>((const T*)a, n, batch, out));
+  return cudaGetLastError();
+}
+
+cudaError_t norm_ratio(const double* na, const double* nd, double eps, double* f, int64_t batch, cudaStream_t s) {
+  if (batch <= 0) return cudaSuccess;
+  norm_ratio_k<<<grid_for((size_t)batch), kThreads, 0, s>>>(na, nd, eps, f, batch);
+  return cudaGetLastError();
+}
+
+cudaError_t inverse_coeffs(const double* x, int64_t n, bool trace, double* r, int64_t batch, cudaStream_t s) {
+  if (batch <= 0) return cudaSuccess;
+  inverse_coeffs_k<<<grid_for((size_t)batch), kThreads, 0, s>>>(x, n, trace, r, batch);
   return cudaGetLastError();
 }
 

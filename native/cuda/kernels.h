@@ -43,6 +43,13 @@ cudaError_t all_finite(DType dt, const void* x, int64_t batch, int64_t count, ui
 // Items with finite[b] == 0 are overwritten with the identity (so a solver never sees NaN).
 cudaError_t identity_where_bad(DType dt, void* a, int64_t n, int64_t batch, const uint8_t* finite, cudaStream_t s);
 
+// Per-item coefficients computed on the device from device reductions (no host round
+// trip), in double exactly as Backend's default implementations compute them on the host:
+// f[b] = sqrt(na[b]) / (sqrt(nd[b]) + eps)                          (norm grafting)
+// r[b] = -1 / (n (1 + x[b]))  (trace)   or   -1 / (1 + sqrt(x[b]))   (frobenius)
+cudaError_t norm_ratio(const double* na, const double* nd, double eps, double* f, int64_t batch, cudaStream_t s);
+cudaError_t inverse_coeffs(const double* x, int64_t n, bool trace, double* r, int64_t batch, cudaStream_t s);
+
 // meta: device int64 array [box_dims (r)][src strides (r)][offsets (nbox * r)].
 cudaError_t boxes(DType dt, void* src, const int64_t* meta, int r, int64_t nbox, int64_t box_numel, void* dst,
                   bool scatter, cudaStream_t s);
