@@ -89,6 +89,21 @@ export class Rng {
   }
 }
 
+/**
+ * Cheap filler for large inputs where statistical quality does not matter (values in
+ * [-1, 1)): a Park-Miller LCG in exact double arithmetic, no Math.* calls, which are slow
+ * in Jest's vm realm (2M Box-Muller samples take seconds there).
+ */
+export function fastFill(n: number, seed: number): Float64Array {
+  let s = (Math.abs(Math.floor(seed)) % 2147483646) + 1;
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (s * 16807) % 2147483647;
+    out[i] = s / 1073741823.5 - 1;
+  }
+  return out;
+}
+
 // ---- helpers ----------------------------------------------------------------------------
 
 export const prod = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
