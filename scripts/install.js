@@ -37,7 +37,7 @@ function prebuildProblem() {
   }
   const r = spawnSync(process.execPath, [path.join(__dirname, 'check-addon.js'), prebuilt], { encoding: 'utf8' });
   if (r.status === 0) return null;
-  let why = (r.stderr || '').trim().split('\n').pop() || `exit status ${r.status}`;
+  let why = (r.stderr || '').trim().split('\n').pop() || (r.signal ? `it crashed (${r.signal})` : `exit status ${r.status}`);
   try {
     why = JSON.parse((r.stdout || '').trim().split('\n').pop()).error;
   } catch {

@@ -87,6 +87,10 @@ function verify(info, file) {
     if (m && lib !== CUDA13_SONAMES[m[1]]) problems.push(`${lib} (CUDA 13 has ${CUDA13_SONAMES[m[1]]})`);
   }
   if (problems.length) fail(`the addon links CUDA libraries of another release: ${problems.join(', ')}`);
+  // A RUNPATH into the build machine (the wheels' folder CMake adds) means nothing on a
+  // user's machine; the loader path there comes from ld.so.conf or LD_LIBRARY_PATH.
+  const stale = (info.runpath || '').split(':').filter((d) => d && !d.startsWith('$ORIGIN'));
+  if (stale.length) log(`note: RUNPATH ${stale.join(':')} is a build-machine path; users' machines find the CUDA libraries through ld.so.conf or LD_LIBRARY_PATH`);
   const other = info.needed.filter((l) => !/^lib(c|m|dl|rt|pthread|gcc_s|stdc\+\+)\.so|^ld-linux|^lib(cu|nvJitLink)/.test(l));
   if (other.length) log(`note: the addon also needs ${other.join(' ')}; the README must name the packages that provide them`);
   if (!info.needed.some((l) => /^libcu(blas|solver)/.test(l))) {

@@ -34,7 +34,8 @@ const out = path.join(outDir, 'kradagrad_cpu.node');
 const manifestPath = path.join(outDir, 'kradagrad_cpu.json');
 const stage = path.join(root, '.cache', 'prebuild', tag);
 const shim = path.join(__dirname, 'prebuild', 'gfortran_shim.c');
-const log = (m) => console.log(`[kradagrad prebuild] ${m}`);
+// Progress goes to stderr: as `prepack` this runs inside `npm pack --json`, whose stdout is JSON.
+const log = (m) => console.error(`[kradagrad prebuild] ${m}`);
 
 // Shared libraries the prebuild may need: what every glibc system (and Node itself) has.
 const ALLOWED_NEEDED = /^(libc\.so\.6|libm\.so\.6|libstdc\+\+\.so\.6|libgcc_s\.so\.1|libpthread\.so\.0|libdl\.so\.2|ld-linux-x86-64\.so\.2)$/;
@@ -53,7 +54,9 @@ function newest(p) {
 }
 
 function inputsTime() {
-  return Math.max(newest(path.join(root, 'native')), newest(path.join(root, 'binding.gyp')), newest(__filename), newest(shim));
+  // native/cuda is not part of the CPU addon.
+  const native = fs.readdirSync(path.join(root, 'native')).filter((d) => d !== 'cuda').map((d) => newest(path.join(root, 'native', d)));
+  return Math.max(...native, newest(path.join(root, 'binding.gyp')), newest(__filename), newest(shim));
 }
 
 /** The first existing file among dirs x names. */
@@ -130,7 +133,7 @@ function build(libs, extraArchives) {
   if (dir) args.push(`--nodedir=${dir}`);
   args.push('--', '-I', 'static.gypi');
   log(`node-gyp rebuild in ${path.relative(root, stage)} (static ${path.basename(libs.lapacke)} + ${path.basename(libs.openblas)}${extraArchives.length ? ' + ' + extraArchives.map((a) => path.basename(a)).join(' + ') : ''})`);
-  const r = spawnSync(process.execPath, args, { cwd: stage, stdio: 'inherit' });
+  const r = spawnSync(process.execPath, args, { cwd: stage, stdio: ['ignore', process.stderr, process.stderr] });
   if (r.status !== 0) fail('node-gyp failed (see above)');
   return path.join(stage, 'build', 'Release', 'kradagrad_cpu.node');
 }
@@ -186,6 +189,53 @@ function pkgVersion(name) {
   return r.status === 0 ? r.stdout.trim() : undefined;
 }
 
+/**
+ * Serializes prebuild runs (two `npm test`s in one checkout would otherwise share the
+ * staging folder): a lock folder holding the owner's pid; a dead owner's lock is taken over.
+ */
+function lock() {
+  const dir = `${stage}.lock`;
+  fs.mkdirSync(path.dirname(dir), { recursive: true });
+  const deadline = Date.now() + 10 * 60 * 1000;
+  for (let waited = false; ; ) {
+    try {
+      fs.mkdirSync(dir);
+      fs.writeFileSync(path.join(dir, 'pid'), String(process.pid));
+      const release = () => fs.rmSync(dir, { recursive: true, force: true });
+      process.on('exit', release);
+      return;
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw e;
+    }
+    let owner = NaN;
+    try {
+      owner = Number(fs.readFileSync(path.join(dir, 'pid'), 'utf8'));
+    } catch {
+      /* being created or removed */
+    }
+    let alive = true;
+    if (owner > 0) {
+      try {
+        process.kill(owner, 0);
+      } catch (e) {
+        alive = e.code === 'EPERM';
+      }
+    }
+    if (!alive) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      continue;
+    }
+    if (Date.now() > deadline) fail(`another prebuild (pid ${owner}) holds ${dir} for over 10 minutes; remove it if that process is gone`);
+    if (!waited) log(`waiting for another prebuild (pid ${owner})`);
+    waited = true;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+  }
+}
+
+function upToDate() {
+  return fs.existsSync(out) && fs.existsSync(manifestPath) && fs.statSync(out).mtimeMs >= inputsTime();
+}
+
 function main() {
   const force = process.argv.includes('--force');
   const strict = process.argv.includes('--strict');
@@ -196,8 +246,13 @@ function main() {
     log(msg + ' - skipped');
     return;
   }
-  if (!force && fs.existsSync(out) && fs.existsSync(manifestPath) && fs.statSync(out).mtimeMs >= inputsTime()) {
+  if (!force && upToDate()) {
     log(`up to date: ${path.relative(process.cwd(), out)}`);
+    return;
+  }
+  lock();
+  if (!force && upToDate()) {
+    log(`up to date (built meanwhile by another run): ${path.relative(process.cwd(), out)}`);
     return;
   }
   const t0 = Date.now();
