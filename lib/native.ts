@@ -132,11 +132,11 @@ function candidates(flavor: 'cpu' | 'cuda'): Candidate[] {
         source: `${CUDA_PACKAGE}@${theirs ?? '?'}`,
         problem:
           ours && theirs !== ours
-            ? `${CUDA_PACKAGE} is version ${theirs ?? 'unknown'} but kradagrad is ${ours}; install ${CUDA_PACKAGE}@${ours}`
+            ? `version ${theirs ?? 'unknown'} does not match kradagrad ${ours}; install ${CUDA_PACKAGE}@${ours}`
             : undefined,
       });
     } else {
-      list.push({ path: '', source: CUDA_PACKAGE, problem: `${CUDA_PACKAGE} is not installed` });
+      list.push({ path: '', source: CUDA_PACKAGE, problem: 'not installed (optional dependency; npm installs it on linux-x64 glibc)' });
     }
   }
   return list;

@@ -158,7 +158,7 @@ suite('npm package: pack, install without a compiler, load, step', () => {
     expect(res.resolved.startsWith(fs.realpathSync(pkg))).toBe(true);
     expect(res.backend).toBe('cpu');
     expect(fs.realpathSync(res.report.addonPath)).toBe(fs.realpathSync(path.join(pkg, 'prebuilds', 'linux-x64', 'kradagrad_cpu.node')));
-    expect(res.report.cudaReason).toMatch(/@kradagrad\/linux-x64-cuda13 is not installed/);
+    expect(res.report.cudaReason).toMatch(/@kradagrad\/linux-x64-cuda13: not installed/);
     expect(res.changed).toBe(true);
     expect(res.finite).toBe(true);
   });
@@ -195,6 +195,6 @@ suite('npm package: pack, install without a compiler, load, step', () => {
     fs.writeFileSync(pj, JSON.stringify({ ...meta, version: '0.0.1' }));
     res = runStep();
     expect(res.backend).toBe('cpu');
-    expect(res.report.cudaReason).toMatch(/@kradagrad\/linux-x64-cuda13 is version 0\.0\.1 but kradagrad is \d+\.\d+\.\d+; install @kradagrad\/linux-x64-cuda13@/);
+    expect(res.report.cudaReason).toMatch(/@kradagrad\/linux-x64-cuda13@0\.0\.1: version 0\.0\.1 does not match kradagrad \d+\.\d+\.\d+; install @kradagrad\/linux-x64-cuda13@/);
   });
 });
