@@ -134,12 +134,26 @@ class CpuBackend final : public Backend {
     const size_t es = dtype_size(dt), nn = static_cast<size_t>(n * n);
     std::memcpy(v, a, nn * batch * es);
     for (int64_t b = 0; b < batch; ++b) {
+      // A skipped (non-finite) item gets NaN eigenvalues: callers such as matpow still read
+      // w of failed items, which must not be uninitialised memory.
       if (dt == DType::F32) {
         float* vb = (float*)v + b * nn;
-        (*info)[b] = finite_block(vb, nn) ? syevd_one(vb, (float*)w + b * n, n) : 1;
+        float* wb = (float*)w + b * n;
+        if (finite_block(vb, nn)) {
+          (*info)[b] = syevd_one(vb, wb, n);
+        } else {
+          (*info)[b] = 1;
+          std::fill_n(wb, n, NAN);
+        }
       } else {
         double* vb = (double*)v + b * nn;
-        (*info)[b] = finite_block(vb, nn) ? syevd_one(vb, (double*)w + b * n, n) : 1;
+        double* wb = (double*)w + b * n;
+        if (finite_block(vb, nn)) {
+          (*info)[b] = syevd_one(vb, wb, n);
+        } else {
+          (*info)[b] = 1;
+          std::fill_n(wb, n, NAN);
+        }
       }
     }
     return Status::Ok();
