@@ -237,6 +237,17 @@ describe('eigh', () => {
     }
   });
 
+  test.each(DTYPES)('%s: with allowFailures, a non-finite item reports info != 0 and NaN eigenvalues; the others are solved', (dt) => {
+    const a = [2, 0, 0, 3, NaN, 0, 0, 1];
+    const { w, v, info } = ops.eigh(pool.from(dt, a, [2, 2], 2), { allowFailures: true });
+    pool.keep(w);
+    pool.keep(v);
+    expect(Array.from(info).map((x) => x !== 0)).toEqual([false, true]);
+    const wv = Array.from(read(w));
+    expect(wv.slice(0, 2)).toEqual([2, 3]);
+    expect(wv.slice(2).every(Number.isNaN)).toBe(true);
+  });
+
   test.each(DTYPES)('%s: eigenvalues of a diagonal matrix come back sorted and exact', (dt) => {
     const d = [3, -1, 2, 0.5];
     const a = new Float64Array(16);
