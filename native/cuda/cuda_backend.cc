@@ -16,6 +16,8 @@
 #include <cusolverDn.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -87,12 +89,16 @@ const char* cusolver_name(cusolverStatus_t s) {
 // auto sends many small matrices to the batched Jacobi solver and the rest to syevd in a
 // loop (per the measurements in DESIGN.md: 256 x 128^2 in 6 ms batched vs 357 ms looped).
 enum class EighMethod { SYEVD, SYEVJ };
-EighMethod choose_eigh(int64_t n, int64_t batch) {
+struct EighChoice {
+  EighMethod method;
+  bool forced;  // by the environment variable: no silent fallback then
+};
+EighChoice choose_eigh(int64_t n, int64_t batch, int64_t syevj_max_n) {
   const char* e = std::getenv("KRADAGRAD_CUDA_EIGH");
-  if (e && std::strcmp(e, "syevd") == 0) return EighMethod::SYEVD;
-  if (e && std::strcmp(e, "syevj") == 0) return EighMethod::SYEVJ;
-  if (n <= 32 || (batch >= 2 && n <= 256)) return EighMethod::SYEVJ;
-  return EighMethod::SYEVD;
+  if (e && std::strcmp(e, "syevd") == 0) return {EighMethod::SYEVD, true};
+  if (e && std::strcmp(e, "syevj") == 0) return {EighMethod::SYEVJ, true};
+  const bool j = n <= syevj_max_n && (n <= 32 || (batch >= 2 && n <= 256));
+  return {j ? EighMethod::SYEVJ : EighMethod::SYEVD, false};
 }
 
 // A growable device buffer, reused across calls. Reuse is safe because every user is
@@ -449,6 +455,8 @@ class CudaBackend final : public Backend {
   void* ring_host_ = nullptr;
   cudaEvent_t ring_events_[kSlots] = {};
   int ring_next_ = 0;
+  // Largest n that syevjBatched accepted; lowered if this cuSOLVER refuses a size.
+  int64_t syevj_max_n_ = INT64_MAX;
 };
 
 Status CudaBackend::init() {
@@ -619,28 +627,42 @@ Status CudaBackend::syevd(DType dt, const void* a, void* w, void* v, int64_t n, 
   KRAD_RETURN_IF_ERROR(ensure(&infos_, (size_t)batch * sizeof(int)));
   uint8_t* dflags = static_cast<uint8_t*>(flags_.ptr);
   int* dinfo = static_cast<int*>(infos_.ptr);
-  KRAD_CUDA(cudaMemcpyAsync(work, a, bytes, cudaMemcpyDeviceToDevice, stream_), "eigh input copy");
+  // work = A with non-finite items replaced by the identity; info = 0.
+  auto prepare = [&]() -> Status {
+    KRAD_CUDA(cudaMemcpyAsync(work, a, bytes, cudaMemcpyDeviceToDevice, stream_), "eigh input copy");
+    KRAD_CUDA(kk::identity_where_bad(dt, work, n, batch, dflags, stream_), "identity_where_bad kernel");
+    KRAD_CUDA(cudaMemsetAsync(dinfo, 0, (size_t)batch * sizeof(int), stream_), "info reset");
+    return Status::Ok();
+  };
   KRAD_CUDA(kk::all_finite(dt, a, batch, (int64_t)nn, dflags, stream_), "all_finite kernel");
-  KRAD_CUDA(kk::identity_where_bad(dt, work, n, batch, dflags, stream_), "identity_where_bad kernel");
-  KRAD_CUDA(cudaMemsetAsync(dinfo, 0, (size_t)batch * sizeof(int), stream_), "info reset");
+  KRAD_RETURN_IF_ERROR(prepare());
 
   std::vector<int> hinfo(batch, 0);
   std::vector<uint8_t> finite(batch, 1);
-  if (choose_eigh(n, batch) == EighMethod::SYEVJ) {
-    KRAD_RETURN_IF_ERROR(solve_syevj(dt, wk, w, dinfo, n, batch));
-    KRAD_RETURN_IF_ERROR(fetch(hinfo.data(), dinfo, (size_t)batch * sizeof(int)));
-    KRAD_RETURN_IF_ERROR(fetch(finite.data(), dflags, (size_t)batch));
-    std::vector<int64_t> redo;
-    for (int64_t b = 0; b < batch; ++b)
-      if (finite[b] && hinfo[b] != 0) redo.push_back(b);
-    if (!redo.empty()) {
+  const EighChoice choice = choose_eigh(n, batch, syevj_max_n_);
+  bool loop = choice.method == EighMethod::SYEVD;
+  if (!loop) {
+    Status sj = solve_syevj(dt, wk, w, dinfo, n, batch);
+    if (!sj.ok() && !choice.forced && sj.code == Code::CUSOLVER_FAILED) {
+      // This cuSOLVER refuses syevjBatched at this size: remember it, loop syevd instead.
+      syevj_max_n_ = std::min<int64_t>(syevj_max_n_, n - 1);
+      KRAD_RETURN_IF_ERROR(prepare());
+      loop = true;
+    } else {
+      KRAD_RETURN_IF_ERROR(sj);
+      KRAD_RETURN_IF_ERROR(fetch(hinfo.data(), dinfo, (size_t)batch * sizeof(int)));
+      KRAD_RETURN_IF_ERROR(fetch(finite.data(), dflags, (size_t)batch));
+      std::vector<int64_t> redo;  // Jacobi did not converge: syevd gets a second go
+      for (int64_t b = 0; b < batch; ++b)
+        if (finite[b] && hinfo[b] != 0) redo.push_back(b);
       for (int64_t b : redo)
         KRAD_CUDA(cudaMemcpyAsync(wk + b * nn * es, static_cast<const char*>(a) + b * nn * es, nn * es,
                                   cudaMemcpyDeviceToDevice, stream_),
                   "eigh retry copy");
       KRAD_RETURN_IF_ERROR(solve_syevd(dt, wk, w, dinfo, n, redo));
     }
-  } else {
+  }
+  if (loop) {
     std::vector<int64_t> all(batch);
     for (int64_t b = 0; b < batch; ++b) all[b] = b;
     KRAD_RETURN_IF_ERROR(solve_syevd(dt, wk, w, dinfo, n, all));
@@ -651,6 +673,14 @@ Status CudaBackend::syevd(DType dt, const void* a, void* w, void* v, int64_t n, 
   for (int64_t b = 0; b < batch; ++b) {
     const int x = hinfo[b];
     (*info)[b] = !finite[b] ? 1 : x < 0 ? 1000 - x : x;  // < 0 would be our bug: report it as failed
+    if (!finite[b]) {
+      // As on the CPU: NaN eigenvalues (callers such as matpow read w of failed items) and
+      // V holding the input item.
+      KRAD_CUDA(kk::fill(dt, static_cast<char*>(w) + b * n * es, (size_t)n, NAN, stream_), "fill kernel");
+      KRAD_CUDA(cudaMemcpyAsync(static_cast<char*>(v) + b * nn * es, static_cast<const char*>(a) + b * nn * es,
+                                nn * es, cudaMemcpyDeviceToDevice, stream_),
+                "eigh copy");
+    }
   }
   return Status::Ok();
 }
