@@ -172,6 +172,44 @@ function explainLoadError(flavor: 'cpu' | 'cuda', message: string): string {
   return hint ? `${first} [${hint}]` : first;
 }
 
+/**
+ * The OpenBLAS kernel family for this CPU, for Intel x86-64 CPUs only. OpenBLAS built
+ * with DYNAMIC_ARCH (the static copy in the prebuild, Debian's libopenblas) picks its
+ * kernels from the CPU model number, and a model it does not know (new parts, or a cloud
+ * VM that masks the model) gets the generic Prescott kernels: measured on an H100 host's
+ * virtual Xeon, SGEMM 1024 took 12.5 ms instead of 2.9 ms. For Intel the feature flags
+ * decide the family exactly as the known models map: AVX-512 (F/CD/BW/DQ/VL) -> SkylakeX,
+ * AVX2 + FMA -> Haswell. AMD is left to OpenBLAS (it decides by family number). Only the
+ * flags the kernel reports are used, so a forced family never needs missing instructions.
+ */
+function openblasCoretypeHint(): string | undefined {
+  if (process.platform !== 'linux' || process.arch !== 'x64' || process.env.OPENBLAS_CORETYPE !== undefined) return undefined;
+  try {
+    const info = fs.readFileSync('/proc/cpuinfo', 'utf8');
+    const first = info.slice(0, info.indexOf('\n\n') > 0 ? info.indexOf('\n\n') : undefined);
+    if (!/^vendor_id\s*:\s*GenuineIntel$/m.test(first)) return undefined;
+    const flags = new Set((/^flags\s*:(.*)$/m.exec(first)?.[1] ?? '').trim().split(/\s+/));
+    if (['avx512f', 'avx512cd', 'avx512bw', 'avx512dq', 'avx512vl'].every((f) => flags.has(f))) return 'SkylakeX';
+    if (flags.has('avx2') && flags.has('fma')) return 'Haswell';
+  } catch {
+    /* no /proc: leave it to OpenBLAS */
+  }
+  return undefined;
+}
+
+/** require() of an addon file, with OPENBLAS_CORETYPE set while OpenBLAS initializes (at dlopen) when a hint applies. */
+function requireAddon(file: string): NativeAddon {
+  const core = openblasCoretypeHint();
+  if (core) process.env.OPENBLAS_CORETYPE = core;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    return require(file) as NativeAddon;
+  } finally {
+    // Child processes keep their own choice.
+    if (core) delete process.env.OPENBLAS_CORETYPE;
+  }
+}
+
 function loadAddon(flavor: 'cpu' | 'cuda'): { addon?: NativeAddon; path?: string; reason?: string } {
   const tried: string[] = [];
   for (const c of candidates(flavor)) {
@@ -187,8 +225,7 @@ function loadAddon(flavor: 'cpu' | 'cuda'): { addon?: NativeAddon; path?: string
     if (cached) return { addon: cached, path: c.path };
     let addon: NativeAddon;
     try {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
-      addon = require(c.path) as NativeAddon;
+      addon = requireAddon(c.path);
     } catch (e) {
       tried.push(`${c.source}: ${c.path} failed to load: ${explainLoadError(flavor, (e as Error).message)}`);
       continue;
