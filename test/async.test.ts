@@ -94,7 +94,7 @@ describe('async results equal the synchronous ones', () => {
 
 describe('the event loop stays responsive', () => {
   test('timer callbacks run while a batch of 8 eigh of 512 x 512 float64 is computed', async () => {
-    const n = 512;
+    const n = process.env.KRAD_MEMCHECK ? 128 : 512; // scripts/memcheck.sh: valgrind is ~50x slower
     const batch = 8;
     const A = pool.from('float64', R.fastFill(batch * n * n, 3), [n, n], batch);
     ops.symmetrize(A);
