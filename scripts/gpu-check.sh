@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The GPU check (see ../shared/GPU.md), one prepared script for the GPU machine:
+#
+#   bash scripts/gpu-check.sh            (from anywhere; it cd's to the repository root)
+#
+# That machine has CUDA 13.0 at /usr/local/cuda-13.0, cmake, g++, OpenBLAS/LAPACKE, but no
+# Node.js or npm. Prepare here, then carry: .device-carry (../shared/device/pack.sh: node +
+# Node-API headers), node_modules/node-addon-api (napi.h) and dist (npx tsc -p
+# tsconfig.build.json). About 23 MB together.
+#
+# Steps (each timed, with its exit status in the summary):
+#   1. node from .device-carry; device and driver (nvidia-smi)
+#   2. build both addons from CMakeLists.txt with the system CUDA (plain cmake, no cmake-js):
+#      build-cuda/Release/kradagrad_{cuda,cpu}.node
+#   3. every op on CUDA vs the CPU backend, float32 and float64, plus eigensolver timings
+#      (looped syevd vs syevjBatched vs auto): node dist/bench/gpu-ops.js
+#   4. further steps (golden replay on CUDA, the step benchmark): each runs when its
+#      compiled script exists; add new ones in the "further steps" block below.
+# Results: bench/results/gpu-check-<stamp>.{md,log} plus each step's JSON, all with the
+# device name; copies go to $OUT when it is set (at most 8 files come back from there).
+#
+# GPU_CHECK_SELF=1 runs the same script where there is no GPU (builds against whatever
+# toolkit scripts/build-cuda.js finds, e.g. the PyPI wheels, and compares the CPU backend
+# inside the CUDA addon with the CPU addon): it checks this script, not the GPU.
+# GPU_CHECK_RESULTS (default bench/results): where results go.
+# GPU_CHECK_BUDGET_S (default 330): the whole script's wall-clock budget; each step gets
+# at most what is left, so the summary and the copies to $OUT always happen.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+results=${GPU_CHECK_RESULTS:-bench/results}
+mkdir -p "$results"
+log=$results/gpu-check-$stamp.log
+summary=$results/gpu-check-$stamp.md
+marker=$(mktemp)
+started=$(date +%s)
+budget=${GPU_CHECK_BUDGET_S:-330}
+self=${GPU_CHECK_SELF:-0}
+rowsfile=$(mktemp)
+
+left() { echo $(( budget - ($(date +%s) - started) )); }
+
+# step NAME CAP_SECONDS CMD...: runs CMD under a timeout of min(CAP, budget left - 20 s).
+step() {
+  local name=$1 cap=$2
+  shift 2
+  local t=$(( $(left) - 20 ))
+  (( t > cap )) && t=$cap
+  if (( t < 10 )); then
+    echo "== $name: skipped (budget spent)"
+    echo "| $name | skipped: budget spent | 0 |" >> "$rowsfile"
+    return 0
+  fi
+  echo "== $name (timeout ${t}s): $*"
+  local s0 rc
+  s0=$(date +%s)
+  timeout --kill-after=5 "$t" "$@"
+  rc=$?
+  local secs=$(( $(date +%s) - s0 ))
+  local status=ok
+  if (( rc == 124 || rc == 137 )); then status="TIMED OUT after ${t}s"
+  elif (( rc != 0 )); then status="FAILED (exit $rc)"; fi
+  echo "== $name: $status in ${secs}s"
+  echo "| $name | $status | $secs |" >> "$rowsfile"
+  return $rc
+}
+
+# optional NAME CAP FILE ARGS...: a node script step that runs only when FILE exists.
+optional() {
+  local name=$1 cap=$2 file=$3
+  shift 3
+  if [ -f "$file" ]; then
+    step "$name" "$cap" node "$file" "$@"
+  else
+    echo "== $name: skipped ($file not built)"
+    echo "| $name | skipped: $file not built | 0 |" >> "$rowsfile"
+  fi
+}
+
+main() {
+  echo "== gpu-check $stamp in $root (self-test: $self)"
+  # 1. node and the device
+  if ! command -v node >/dev/null 2>&1; then
+    if [ -f .device-carry/node.xz ]; then
+      xz -dc .device-carry/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH
+    else
+      echo "no node and no .device-carry/node.xz (run ../shared/device/pack.sh and carry .device-carry)"
+      return 1
+    fi
+  fi
+  echo "node $(node --version) at $(command -v node)"
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)
+    echo "GPU: $gpu"
+  else
+    gpu="none (nvidia-smi not found)"
+    echo "GPU: $gpu"
+  fi
+  [ -f dist/bench/gpu-ops.js ] || { echo "dist/bench/gpu-ops.js missing: run npx tsc -p tsconfig.build.json here and carry dist"; return 1; }
+
+  # 2. build both addons (the CPU addon too: node-gyp is not on that machine)
+  local cuda_root=()
+  for d in /usr/local/cuda-13.0 /usr/local/cuda; do
+    if [ -x "$d/bin/nvcc" ]; then cuda_root=(--cuda-root="$d"); break; fi
+  done
+  step "build (cmake, $(nproc) jobs)" 240 node scripts/build-cuda.js --force --plain-cmake \
+    --targets=kradagrad_cuda,kradagrad_cpu --jobs="$(nproc)" "${cuda_root[@]}" || return 1
+  export KRADAGRAD_CUDA_ADDON=$root/build-cuda/Release/kradagrad_cuda.node
+  export KRADAGRAD_CPU_ADDON=$root/build-cuda/Release/kradagrad_cpu.node
+
+  # 3. every op on CUDA vs CPU, and the eigensolver paths' timings
+  if [ "$self" = 1 ]; then
+    step "ops: CPU inside the CUDA addon vs CPU addon (self-test)" 200 node dist/bench/gpu-ops.js --self --out="$results" --bench-eigh
+  else
+    step "ops: CUDA vs CPU, float32 + float64; eigh timings" 200 node dist/bench/gpu-ops.js --out="$results" --bench-eigh
+  fi
+
+  # 4. further steps: one line each; they run when their compiled script exists. Each
+  #    should print the device name and write its JSON into bench/results/.
+  local be=cuda
+  [ "$self" = 1 ] && be=cpu
+  optional "golden replay ($be)" 120 dist/lib/cli/main.js golden test/fixtures/golden-reference.json \
+    --backend "$be" --json "$results/golden-$be-$stamp.json"
+  optional "step benchmark ($be)" 150 dist/bench/step.js --backend "$be" --out "$results"
+  return 0
+}
+
+main 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+# A failed or timed-out step fails the check.
+if (( rc == 0 )) && grep -qE '\| (FAILED|TIMED OUT)' "$rowsfile"; then rc=1; fi
+{
+  echo "# GPU check $stamp"
+  echo
+  echo "- command: \`bash scripts/gpu-check.sh\`${GPU_CHECK_SELF:+ (GPU_CHECK_SELF=$GPU_CHECK_SELF)}"
+  echo "- $(grep -m1 '^GPU: ' "$log" || echo 'GPU: unknown')"
+  echo "- $(grep -m1 '^node ' "$log" || echo 'node: not found')"
+  grep -m1 '^\[kradagrad\] CUDA toolkit:' "$log" | sed 's/^\[kradagrad\] /- /'
+  grep -m1 '^device: ' "$log" | sed 's/^/- /'
+  echo "- total: $(( $(date +%s) - started )) s, exit status $rc"
+  echo
+  echo "| step | status | seconds |"
+  echo "| --- | --- | --- |"
+  cat "$rowsfile"
+  echo
+  echo "## ops summary"
+  echo
+  echo '```'
+  grep -E '^(FAIL|[0-9]+/[0-9]+ cases pass)' "$log" || echo "(no op results)"
+  grep -A 20 '^eigh ms/call' "$log" | grep -E '^(eigh|float)' || true
+  echo '```'
+} > "$summary"
+cat "$summary"
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
+  cp "$log" "$summary" "$OUT"/ 2>/dev/null
+  # This run's result files (at most 6 more: 8 files come back).
+  find "$results" -type f -newer "$marker" ! -name "gpu-check-$stamp.*" | head -6 | while read -r f; do cp "$f" "$OUT"/; done
+  echo "copied to \$OUT: $(ls "$OUT" | tr '\n' ' ')"
+fi
+rm -f "$marker" "$rowsfile"
+exit "$rc"
