@@ -120,8 +120,14 @@ main() {
   #    should print the device name and write its JSON into bench/results/.
   local be=cuda
   [ "$self" = 1 ] && be=cpu
-  optional "golden replay ($be)" 120 dist/lib/cli/main.js golden test/fixtures/golden-reference.json \
-    --backend "$be" --json "$results/golden-$be-$stamp.json"
+  if [ -f dist/lib/cli/main.js ]; then
+    optional "golden replay ($be)" 120 dist/lib/cli/main.js golden test/fixtures/golden-reference.json \
+      --backend "$be" --json "$results/golden-$be-$stamp.json"
+  elif [ -f dist/lib/cli/golden.js ]; then  # before the CLI entry point exists
+    step "golden replay ($be)" 120 node -e \
+      "require('./dist/lib/cli/golden').runGolden(process.argv.slice(1)).then((c) => process.exit(c))" \
+      test/fixtures/golden-reference.json --backend "$be" --json "$results/golden-$be-$stamp.json"
+  fi
   optional "step benchmark ($be)" 150 dist/bench/step.js --backend "$be" --out "$results"
   return 0
 }
