@@ -696,7 +696,10 @@ Status cuda_backend(Backend** out) {
     // can crash; the driver reclaims everything when the process ends.
     auto* b = new CudaBackend();
     status = b->init();
-    if (status.ok()) instance = b;
+    if (status.ok())
+      instance = b;
+    else
+      delete b;  // no usable device: nothing of the runtime is held yet (valgrind: definite leak)
   });
   *out = instance;
   return status;
