@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs the op tests (Jest, in band, one node process) under valgrind memcheck and fails on
-# memory errors whose stack passes through kradagrad's native code (kradagrad_cpu.node or
-# a native/ source file): invalid reads/writes/frees, uses of uninitialised values,
-# overlapping copies, bad syscall parameters, and definite leaks. Errors with no frame of
-# ours (V8's JIT, Node, glibc's loader) are counted but do not fail the run.
+# memory errors whose stack passes through kradagrad's native code (kradagrad_cpu.node,
+# kradagrad_cuda.node when the tests load it, or a native/ source file): invalid
+# reads/writes/frees, uses of uninitialised values, overlapping copies, bad syscall
+# parameters, and definite leaks. Errors with no frame of ours (V8's JIT, Node, glibc's
+# loader) are counted but do not fail the run.
 #
 #   scripts/memcheck.sh [--record] [test files...]
 #       default files: test/ops.test.ts test/errors.test.ts test/tensor.test.ts test/async.test.ts
@@ -70,7 +71,7 @@ const errors = [...xml.matchAll(/<error>([\s\S]*?)<\/error>/g)].map((m) => {
   const frames = [...stack.matchAll(/<frame>([\s\S]*?)<\/frame>/g)].map((f) => ({
     fn: unxml(tag(f[1], 'fn')), obj: tag(f[1], 'obj'), dir: tag(f[1], 'dir'), file: tag(f[1], 'file'), line: tag(f[1], 'line'),
   }));
-  const ours = frames.some((f) => /kradagrad_cpu\.node/.test(f.obj) || /(^|\/)native(\/|$)/.test(f.dir));
+  const ours = frames.some((f) => /kradagrad_\w+\.node/.test(f.obj) || /(^|\/)native(\/|$)/.test(f.dir));
   const what = unxml(tag(e, 'what') || tag(tag(e, 'xwhat'), 'text'));
   return { kind: tag(e, 'kind'), what, ours, frames };
 });
