@@ -1,0 +1,121 @@
+#!/usr/bin/env node
+/**
+ * The `kradagrad` command line: benchmarks (`bench conditioning`, `bench step`), `info`,
+ * `golden <file.json>` and `help`. Exit codes: 0 ok, 1 failure, 2 usage error.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Io, UsageError, processIo } from './args';
+
+export const mainHelp = `Usage: kradagrad <command> [options]
+
+Second-order optimizers (KrADagrad*, KrADagrad, Shampoo fp32/fp64) for Node.js.
+
+Commands:
+  bench conditioning    the paper's ill-conditioned quadratic (Section 5.1, Figure 1):
+                        learning-rate sweeps, loss table, plot (SVG/PNG), JSON
+  bench step            amortized per-step time per optimizer and precision on the
+                        ResNet-32, MLP and 4096x4096 parameter sets, per backend
+  info                  backends found, why CUDA is or is not used, versions, device
+  golden <file.json>    replay golden optimizer trajectories, PASS/FAIL per case
+  help [command]        this help, or a command's help
+
+Run 'kradagrad <command> --help' for a command's options.
+Exit codes: 0 ok, 1 failure, 2 usage error.`;
+
+export const benchHelp = `Usage: kradagrad bench <conditioning|step> [options]
+
+  conditioning   the paper's synthetic ill-conditioned quadratic (kradagrad bench conditioning --help)
+  step           amortized per-step time per optimizer (kradagrad bench step --help)`;
+
+type Handler = (argv: string[], io: Io) => Promise<number>;
+
+const lazy = {
+  conditioning: (): Handler => require('./conditioning').benchConditioning,
+  step: (): Handler => require('./step').benchStep,
+  info: (): Handler => require('./info').runInfo,
+};
+
+function helpOf(topic: string[]): string | undefined {
+  const key = topic.join(' ');
+  if (key === '' ) return mainHelp;
+  if (key === 'bench') return benchHelp;
+  if (key === 'bench conditioning') return require('./conditioning').conditioningHelp;
+  if (key === 'bench step') return require('./step').stepHelp;
+  if (key === 'info') return require('./info').infoHelp;
+  if (key === 'golden') {
+    const g = goldenModule();
+    return g?.goldenHelp ?? 'Usage: kradagrad golden <file.json> [options]';
+  }
+  if (key === 'help') return mainHelp;
+  return undefined;
+}
+
+function goldenModule(): { runGolden: (argv: string[]) => Promise<number>; goldenHelp?: string } | undefined {
+  const file = path.join(__dirname, `golden${path.extname(__filename)}`);
+  if (!fs.existsSync(file)) return undefined;
+  return require('./golden');
+}
+
+/** Runs the CLI on `argv` (without node and script) and returns the exit code. */
+export async function main(argv: string[], io: Io = processIo): Promise<number> {
+  try {
+    const [cmd, ...rest] = argv;
+    if (cmd === undefined || cmd === '-h' || cmd === '--help') {
+      io.out(mainHelp);
+      return cmd === undefined ? 2 : 0;
+    }
+    if (cmd === 'help') {
+      const h = helpOf(rest);
+      if (h === undefined) throw new UsageError(`no help for '${rest.join(' ')}'; commands: bench conditioning, bench step, info, golden, help`);
+      io.out(h);
+      return 0;
+    }
+    if (cmd === '--version' || cmd === '-v') {
+      io.out(require('./info').packageVersion());
+      return 0;
+    }
+    if (cmd === 'bench') {
+      const [sub, ...args] = rest;
+      if (sub === undefined || sub === '-h' || sub === '--help') {
+        io.out(benchHelp);
+        return sub === undefined ? 2 : 0;
+      }
+      if (sub === 'conditioning') return await lazy.conditioning()(args, io);
+      if (sub === 'step') return await lazy.step()(args, io);
+      throw new UsageError(`unknown benchmark '${sub}'; expected conditioning or step`);
+    }
+    if (cmd === 'info') return await lazy.info()(rest, io);
+    if (cmd === 'golden') {
+      const g = goldenModule();
+      if (!g) {
+        io.err('kradagrad golden: not available in this build (lib/cli/golden is missing)\n');
+        return 1;
+      }
+      return await g.runGolden(rest);
+    }
+    throw new UsageError(`unknown command '${cmd}'; expected bench, info, golden or help`);
+  } catch (e) {
+    const err = e as Error;
+    if (err && err.name === 'UsageError') {
+      io.err(`kradagrad: ${err.message}\nRun 'kradagrad help' or add --help for usage.\n`);
+      return 2;
+    }
+    const code = (err as { code?: string })?.code;
+    io.err(`kradagrad: ${code ? `[${code}] ` : ''}${err?.message ?? String(e)}\n`);
+    if (process.env.KRADAGRAD_DEBUG) io.err(`${err?.stack}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e) => {
+      process.stderr.write(`kradagrad: ${String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
