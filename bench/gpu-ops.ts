@@ -702,7 +702,12 @@ function fusedCases(): OpCase[] {
                 for (let i = 0; i < n; i++) tr += m[b * nn + i * (n + 1)];
                 sc[b] = kind === 'trace' ? n * (1 + tr) : 1 + Math.sqrt(fr);
               }
-              const tol = Float64Array.from(l, (v, k) => 8 * U[dt] * (Math.abs(v) + Math.abs(t[k] / sc[Math.floor(k / nn)])));
+              // 1/s in double, rounded to the dtype, product, sum: 4 u (|L| + |T/s|) x2; plus s itself,
+              // a reduction in double whose order differs between backends: (n^2 + 2) u64 |T/s| x2.
+              const tol = Float64Array.from(l, (v, k) => {
+                const ts = Math.abs(t[k] / sc[Math.floor(k / nn)]);
+                return 8 * U[dt] * (Math.abs(v) + ts) + 2 * (nn + 2) * U.float64 * ts;
+              });
               chk.close(kind, rd(Ld), rd(Lr), tol);
             }
           } finally {

@@ -85,9 +85,14 @@ const char* cusolver_name(cusolverStatus_t s) {
                                                       cusolver_name(_krad_c), (long long)_krad_c); \
   } while (0)
 
-// Which eigensolver a batch goes to. KRADAGRAD_CUDA_EIGH=syevd|syevj|auto (default auto):
-// auto sends many small matrices to the batched Jacobi solver and the rest to syevd in a
-// loop (per the measurements in DESIGN.md: 256 x 128^2 in 6 ms batched vs 357 ms looped).
+// Which eigensolver a batch goes to. KRADAGRAD_CUDA_EIGH=syevd|syevj|auto (default auto).
+// Measured on an H100 (bench/results/gpu-check-20261128T024114Z.md, ms per call, fp32/fp64):
+//   256 x 16: loop 33/37, batched Jacobi 0.20/0.22;  256 x 128: 348/406 vs 6.0/40;
+//   64 x 256: 129/132 vs 24/39;  4 x 512: 19/19 vs 28/44;  1 x 128: 1.5/1.7 vs 2.8/5.9;
+//   1 x 1024: 12/11 vs 70/108.
+// So: syevjBatched for batches of small and mid-size matrices, syevd (looped) for single
+// matrices and anything above 256. The batch thresholds between are estimates from a
+// single Jacobi call costing about two syevd calls at n = 128.
 enum class EighMethod { SYEVD, SYEVJ };
 struct EighChoice {
   EighMethod method;
@@ -97,7 +102,7 @@ EighChoice choose_eigh(int64_t n, int64_t batch, int64_t syevj_max_n) {
   const char* e = std::getenv("KRADAGRAD_CUDA_EIGH");
   if (e && std::strcmp(e, "syevd") == 0) return {EighMethod::SYEVD, true};
   if (e && std::strcmp(e, "syevj") == 0) return {EighMethod::SYEVJ, true};
-  const bool j = n <= syevj_max_n && (n <= 32 || (batch >= 2 && n <= 256));
+  const bool j = n <= syevj_max_n && ((n <= 32 && batch >= 2) || (n <= 256 && batch >= 4));
   return {j ? EighMethod::SYEVJ : EighMethod::SYEVD, false};
 }
 
