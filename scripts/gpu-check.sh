@@ -16,7 +16,7 @@
 #      (looped syevd vs syevjBatched vs auto): node dist/bench/gpu-ops.js
 #   4. further steps (golden replay on CUDA, the step benchmark): each runs when its
 #      compiled script exists; add new ones in the "further steps" block below.
-# Results: bench/results/gpu-check-<stamp>.{md,log} plus each step's JSON, all with the
+# Results: bench/results/gpu-check-<stamp>.md and -log.txt, plus each step's JSON, all with the
 # device name; copies go to $OUT when it is set (at most 8 files come back from there).
 #
 # GPU_CHECK_SELF=1 runs the same script where there is no GPU (builds against whatever
@@ -31,7 +31,7 @@ root=$PWD
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 results=${GPU_CHECK_RESULTS:-bench/results}
 mkdir -p "$results"
-log=$results/gpu-check-$stamp.log
+log=$results/gpu-check-$stamp-log.txt  # .txt: *.log is gitignored, and the log belongs with the results
 summary=$results/gpu-check-$stamp.md
 marker=$(mktemp)
 started=$(date +%s)
@@ -162,7 +162,7 @@ if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   cp "$log" "$summary" "$OUT"/ 2>/dev/null
   # This run's result files (at most 6 more: 8 files come back).
-  find "$results" -type f -newer "$marker" ! -name "gpu-check-$stamp.*" | head -6 | while read -r f; do cp "$f" "$OUT"/; done
+  find "$results" -type f -newer "$marker" ! -name "gpu-check-$stamp*" | head -6 | while read -r f; do cp "$f" "$OUT"/; done
   echo "copied to \$OUT: $(ls "$OUT" | tr '\n' ' ')"
 fi
 rm -f "$marker" "$rowsfile"
