@@ -181,7 +181,7 @@ export interface ConditioningReport {
   benchmark: 'conditioning';
   version: string;
   command: string;
-  config: ConditioningConfig & { device: string; backendUsed: string; checkpoints: number[]; blasThreadsRequested: number | null };
+  config: ConditioningConfig & { device: string; backendUsed: string; checkpoints: number[]; blasThreads: number | null };
   problem: {
     f0: number;
     eigenvaluesA: { min: number; max: number; condition: number };
@@ -417,7 +417,17 @@ function packageVersion(): string {
 /** Runs the benchmark and returns the report (no files written). */
 export function runConditioning(c: ConditioningConfig, io: Io, opts: { quiet?: boolean; command?: string; blasThreads?: number | null } = {}): ConditioningReport {
   const tStart = performance.now();
-  const backend = getBackend(c.backend);
+  // The BLAS thread count applies when the addon loads here (OpenBLAS reads the variable
+  // once); restored afterwards so child processes keep their own.
+  const prevThreads = process.env.OPENBLAS_NUM_THREADS;
+  if (opts.blasThreads) process.env.OPENBLAS_NUM_THREADS = String(opts.blasThreads);
+  let backend: Backend;
+  try {
+    backend = getBackend(c.backend);
+  } finally {
+    if (prevThreads === undefined) delete process.env.OPENBLAS_NUM_THREADS;
+    else process.env.OPENBLAS_NUM_THREADS = prevThreads;
+  }
   const problem = buildProblem(c.size, c.cond, c.seed, c.maxEig);
   const spec = problem.spectrum;
   const specInfo = { min: Math.min(...spec), max: Math.max(...spec), condition: Math.max(...spec) / Math.min(...spec) };
@@ -489,7 +499,7 @@ export function runConditioning(c: ConditioningConfig, io: Io, opts: { quiet?: b
       device: backend.device,
       backendUsed: backend.name,
       checkpoints: checkpointsFor(c.steps),
-      blasThreadsRequested: opts.blasThreads ?? null,
+      blasThreads: /(\d+) threads?\b/.exec(backend.device) ? Number(/(\d+) threads?\b/.exec(backend.device)![1]) : null,
     },
     problem: { f0, eigenvaluesA: specInfo, eigenvaluesB: specInfo, measured, qOrthogonalityError: problem.qError },
     optimizers: results,
@@ -627,8 +637,6 @@ export async function benchConditioning(argv: readonly string[], io: Io): Promis
     io.out(conditioningHelp);
     return 0;
   }
-  // One BLAS thread by default: set before the addon loads (it reads the variable once).
-  if (a.blasThreads !== null) process.env.OPENBLAS_NUM_THREADS = String(a.blasThreads);
   const command = ['kradagrad bench conditioning', ...argv].join(' ');
   const rep = runConditioning(a.config, io, { quiet: a.quiet, command, blasThreads: a.blasThreads });
   const files = writeConditioning(rep, a.out, a.png);

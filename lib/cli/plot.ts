@@ -138,7 +138,8 @@ export function groupedBarChart(groups: BarGroup[], seriesLabels: string[], o: L
   const ph = H - m.t - m.b;
   const vals = groups.flatMap((g) => g.values.filter((v) => Number.isFinite(v) && v > 0));
   let lo = vals.length ? Math.floor(Math.log10(Math.min(...vals))) : -1;
-  let hi = vals.length ? Math.ceil(Math.log10(Math.max(...vals))) : 1;
+  // Headroom above the tallest bar for its note.
+  let hi = vals.length ? Math.ceil(Math.log10(Math.max(...vals)) + 0.4) : 1;
   if (hi <= lo) hi = lo + 1;
   const Y = (v: number): number => m.t + ph * (1 - (Math.log10(v) - lo) / (hi - lo));
   const out: string[] = [];
