@@ -56,7 +56,7 @@ export class Progress {
       this.io.err('\n');
       this.active = false;
     } else if (this.lastTenth < 10) {
-      this.io.err(`[100%] done (${this.elapsed()})\n`);
+      this.io.err(`[100%] done: ${this.total} ${this.unit} in ${this.elapsed()}\n`);
     }
   }
 
