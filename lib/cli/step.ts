@@ -44,8 +44,8 @@ Options:
                         kradstar64,krad32)
   --backend <b>         cpu | cuda | auto | all (default all: each backend that loads)
   --root-every <n>      root refresh period N of the amortization (default 20)
-  --warmup <n>          untimed steps per instance (default 1 on cpu, 3 on cuda)
-  --steps <n>           timed steps per instance, median taken (default 10 on cuda;
+  --warmup <n>          untimed steps per instance (default 1 on cpu, 2 on cuda)
+  --steps <n>           timed steps per instance, median taken (default 5 on cuda;
                         on cpu 5 for resnet32/tiny, 1 for mlp/single4096)
   --host                host-mode parameters (Float32Array, copied each step)
   --out <dir>           output directory (default ./kradagrad-out)
@@ -276,8 +276,8 @@ export function runStepBench(a: StepArgs, io: Io, command = 'kradagrad bench ste
     const skipped = a.sets === null && cpu ? ['single4096'] : [];
     return {
       b,
-      warmup: a.warmup ?? (cpu ? 1 : 3),
-      steps: a.steps ?? (cpu ? 1 : 10),
+      warmup: a.warmup ?? (cpu ? 1 : 2),
+      steps: a.steps ?? (cpu ? 1 : 5),
       sets: PARAM_SETS.filter((s) => wanted.includes(s.id) && !skipped.includes(s.id)),
       skipped,
     };
