@@ -13,7 +13,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import type { BackendRequest } from '../native';
-import { Adam, Kradagrad, KradagradStar, Sgd, Shampoo } from '../optim';
+import * as ops from '../ops';
+import { Adam, Kradagrad, KradagradStar, Sgd, Shampoo, planParam, scheduleDim } from '../optim';
 import type { Grads, NamedParams, Optimizer, PreconditionerOptions } from '../optim';
 import { Backend, Tensor, getBackend } from '../tensor';
 import { Io, Opts, UsageError, parseArgs } from './args';
@@ -121,6 +122,10 @@ export interface StepRow {
   rootMs: number;
   amortizedMs: number;
   ratioToAdam: number | null;
+  /** GEMM work of one step without a root refresh (statistics + preconditioning), GFLOP. */
+  gemmGflop: number;
+  /** That work at the backend's measured GEMM rate of the statistics dtype, ms: the floor. */
+  floorMs: number | null;
   stateBytes: number;
   plainSamples: number[];
   rootSamples: number[];
@@ -132,7 +137,16 @@ export interface StepReport {
   version: string;
   command: string;
   config: { sets: string[]; optimizers: string[]; rootEvery: number; warmup: number | null; steps: number | null; host: boolean };
-  backends: { name: string; device: string; warmup: number; steps: number; sets: string[]; skipped: string[] }[];
+  backends: {
+    name: string;
+    device: string;
+    warmup: number;
+    steps: number;
+    sets: string[];
+    skipped: string[];
+    /** Measured GEMM rate (n = 1024, same run), GFLOP/s. */
+    gemmGflops: { float32: number; float64: number };
+  }[];
   sets: { id: string; label: string; tensors: number; params: number; blockSize: number }[];
   rows: StepRow[];
   totalMs: number;
@@ -263,6 +277,55 @@ function backendsFor(req: StepArgs['backend'], note: (s: string) => void): Backe
   return out;
 }
 
+/**
+ * GEMM FLOPs of one step without a root refresh, from the blocking plan: per block of
+ * extents n_i (m_i = block size / n_i) Shampoo does a Gram (2 n_i^2 m_i) and a mode
+ * product (2 n_i^2 m_i) per dim; KrADagrad* adds H L and L (H L) (4 n_i^3); KrADagrad
+ * preconditions every dim once and updates one factor (Gram + damping L L^T + L' H +
+ * L' H L'^T). Adam and SGD do none.
+ */
+export function gemmFlopsPerStep(id: StepOptId, set: ParamSet): number {
+  if (id === 'adam' || id === 'sgd') return 0;
+  let flops = 0;
+  for (const shape of set.shapes) {
+    const plan = planParam('p', shape, set.blockSize, true);
+    for (const b of plan.blocks) {
+      const total = b.extent.reduce((x, y) => x * y, 1);
+      const dims = b.extent.map((n) => ({ n, m: total / n }));
+      if (id === 'krad32') {
+        const ix = scheduleDim(1, b.extent);
+        flops += dims.reduce((x, { n, m }) => x + 2 * n * n * m, 0);
+        const { n, m } = dims[ix];
+        flops += 2 * n * n * m + 6 * n ** 3;
+        continue;
+      }
+      for (const { n, m } of dims) flops += 4 * n * n * m + (id.startsWith('kradstar') ? 4 * n ** 3 : 0);
+    }
+  }
+  return flops;
+}
+
+/** Measured GEMM rate of a backend at n = 1024 (median of a few runs), GFLOP/s. */
+function gemmRate(b: Backend, dt: 'float32' | 'float64'): number {
+  const n = 1024;
+  const x = b.tensor(dt, [n, n]);
+  const c = b.tensor(dt, [n, n]);
+  try {
+    ops.fill(x, 0.5);
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      ops.gemm(x, x, c);
+      b.synchronize();
+      if (i > 0) times.push(performance.now() - t0);
+    }
+    return (2 * n ** 3) / (median(times) * 1e6);
+  } finally {
+    x.dispose();
+    c.dispose();
+  }
+}
+
 export function runStepBench(a: StepArgs, io: Io, command = 'kradagrad bench step'): StepReport {
   const t0 = performance.now();
   const notes: string[] = [];
@@ -280,6 +343,7 @@ export function runStepBench(a: StepArgs, io: Io, command = 'kradagrad bench ste
       steps: a.steps ?? (cpu ? 1 : 5),
       sets: PARAM_SETS.filter((s) => wanted.includes(s.id) && !skipped.includes(s.id)),
       skipped,
+      gemmGflops: { float32: gemmRate(b, 'float32'), float64: gemmRate(b, 'float64') },
     };
   });
   // Small sets are cheap: more timed steps on the CPU unless --steps says otherwise.
@@ -314,6 +378,8 @@ export function runStepBench(a: StepArgs, io: Io, command = 'kradagrad bench ste
               rootMs: NaN,
               amortizedMs: NaN,
               ratioToAdam: null,
+              gemmGflop: gemmFlopsPerStep(d.id, set) / 1e9,
+              floorMs: null,
               stateBytes: 0,
               plainSamples: [],
               rootSamples: [],
@@ -344,6 +410,7 @@ export function runStepBench(a: StepArgs, io: Io, command = 'kradagrad bench ste
               row.amortizedMs = row.plainMs + (row.rootMs - row.plainMs) / a.rootEvery;
               if (d.id === 'adam') adamMs = row.amortizedMs;
               row.ratioToAdam = adamMs ? row.amortizedMs / adamMs : null;
+              if (d.precision) row.floorMs = (row.gemmGflop / p.gemmGflops[d.precision]) * 1e3;
             } catch (e) {
               row.error = `${(e as { code?: string }).code ? (e as { code: string }).code + ': ' : ''}${(e as Error).message}`;
               progress.note(`${label}: failed: ${row.error}`);
@@ -365,7 +432,15 @@ export function runStepBench(a: StepArgs, io: Io, command = 'kradagrad bench ste
     version: packageVersion(),
     command,
     config: { sets: a.sets ?? ['resnet32', 'mlp', 'single4096'], optimizers: a.optimizers, rootEvery: a.rootEvery, warmup: a.warmup, steps: a.steps, host: a.host },
-    backends: plan.map((p) => ({ name: p.b.name, device: p.b.device, warmup: p.warmup, steps: p.steps, sets: p.sets.map((s) => s.id), skipped: p.skipped })),
+    backends: plan.map((p) => ({
+      name: p.b.name,
+      device: p.b.device,
+      warmup: p.warmup,
+      steps: p.steps,
+      sets: p.sets.map((s) => s.id),
+      skipped: p.skipped,
+      gemmGflops: p.gemmGflops,
+    })),
     sets: PARAM_SETS.filter((s) => plan.some((p) => p.sets.includes(s))).map((s) => ({
       id: s.id,
       label: s.label,
@@ -388,6 +463,8 @@ export function stepTables(r: StepReport): { text: string; markdown: string } {
       { header: 'root step ms' },
       { header: `amortized ms (N=${r.config.rootEvery})` },
       { header: 'x Adam' },
+      { header: 'GEMM floor ms' },
+      { header: 'x floor' },
       { header: 'state MB' },
     ],
     r.rows.map((x) => [
@@ -398,6 +475,8 @@ export function stepTables(r: StepReport): { text: string; markdown: string } {
       x.error ? '-' : x.precision ? fmtMs(x.rootMs) : '-',
       x.error ? '-' : fmtMs(x.amortizedMs),
       x.ratioToAdam === null ? '-' : x.ratioToAdam.toFixed(1),
+      x.floorMs === null ? '-' : fmtMs(x.floorMs),
+      x.floorMs === null || x.error ? '-' : (x.amortizedMs / x.floorMs).toFixed(2),
       (x.stateBytes / 2 ** 20).toFixed(1),
     ]),
   );
@@ -430,9 +509,11 @@ export function stepTables(r: StepReport): { text: string; markdown: string } {
     ],
     sideRows,
   );
+  const rates = r.backends.map((b) => `${b.name}: sgemm ${b.gemmGflops.float32.toFixed(0)} GFLOP/s, dgemm ${b.gemmGflops.float64.toFixed(0)} GFLOP/s (n = 1024, this run)`).join('; ');
+  const floorNote = `GEMM floor = the step's statistics + preconditioning GEMM FLOPs at the measured rate (${rates}); roots excluded.`;
   return {
-    text: `${main.text}\n\nfloat32 vs float64 statistics and roots:\n${side.text}`,
-    markdown: `${main.markdown}\n\nfloat32 vs float64 statistics and roots:\n\n${side.markdown}`,
+    text: `${main.text}\n${floorNote}\n\nfloat32 vs float64 statistics and roots:\n${side.text}`,
+    markdown: `${main.markdown}\n\n${floorNote}\n\nfloat32 vs float64 statistics and roots:\n\n${side.markdown}`,
   };
 }
 
