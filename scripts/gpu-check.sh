@@ -128,7 +128,10 @@ main() {
       "require('./dist/lib/cli/golden').runGolden(process.argv.slice(1)).then((c) => process.exit(c))" \
       test/fixtures/golden-reference.json --backend "$be" --json "$results/golden-$be-$stamp.json"
   fi
-  optional "step benchmark ($be)" 150 dist/bench/step.js --backend "$be" --out "$results"
+  optional "step benchmark ($be)" 240 dist/lib/cli/main.js bench step --backend "$be" --no-png \
+    --out "$results/step-$be-$stamp"
+  optional "conditioning benchmark ($be)" 90 dist/lib/cli/main.js bench conditioning --backend "$be" --no-png \
+    --out "$results/conditioning-$be-$stamp"
   return 0
 }
 

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "../cpu/cpu_backend.h"
 #include "kernels.h"
 
 #ifndef KRAD_CUDA_ARCHS
@@ -91,9 +92,12 @@ const char* cusolver_name(cusolverStatus_t s) {
 //   64 x 256: 129/132 vs 24/39;  4 x 512: 19/19 vs 28/44;  1 x 128: 1.5/1.7 vs 2.8/5.9;
 //   1 x 1024: 12/11 vs 70/108.
 // So: syevjBatched for batches of small and mid-size matrices, syevd (looped) for single
-// matrices and anything above 256. The batch thresholds between are estimates from a
+// matrices and anything above 256, except that few matrices of n <= 64 go to LAPACK on the
+// host (kHostEighMaxN; verified on the H100 in bench/results/gpu-20261128T030358Z). The batch thresholds between are estimates from a
 // single Jacobi call costing about two syevd calls at n = 128.
 enum class EighMethod { SYEVD, SYEVJ };
+// Matrices up to this size that would go to looped syevd are solved by LAPACK on the host.
+constexpr int64_t kHostEighMaxN = 64;
 struct EighChoice {
   EighMethod method;
   bool forced;  // by the environment variable: no silent fallback then
@@ -620,6 +624,19 @@ Status CudaBackend::syevd(DType dt, const void* a, void* w, void* v, int64_t n, 
   info->assign(batch, 0);
   if (batch <= 0 || n <= 0) return Status::Ok();
   const size_t es = dtype_size(dt), nn = (size_t)(n * n), bytes = nn * batch * es;
+  const EighChoice first = choose_eigh(n, batch, syevj_max_n_);
+  if (!first.forced && first.method == EighMethod::SYEVD && n <= kHostEighMaxN) {
+    // Few small matrices: LAPACK on the host. A GPU syevd of a 128x128 matrix costs
+    // ~1.4 ms on an H100 (latency-bound), a 16x16 one nearly as much, while the CPU
+    // solves a 64x64 in well under that; it also rounds exactly like the CPU backend.
+    std::vector<char> ha(bytes), hw((size_t)n * batch * es), hv(bytes);
+    KRAD_RETURN_IF_ERROR(fetch(ha.data(), a, bytes));
+    KRAD_RETURN_IF_ERROR(cpu_backend()->syevd(dt, ha.data(), hw.data(), hv.data(), n, batch, info));
+    KRAD_RETURN_IF_ERROR(h2d(w, hw.data(), hw.size()));
+    KRAD_RETURN_IF_ERROR(h2d(v, hv.data(), hv.size()));
+    KRAD_CUDA(cudaStreamSynchronize(stream_), "host eigh upload (synchronize)");
+    return Status::Ok();
+  }
   void* work = nullptr;
   KRAD_RETURN_IF_ERROR(dev_alloc(bytes, &work));
   struct Free {
