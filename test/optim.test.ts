@@ -5,21 +5,12 @@
  */
 import { Adam, Kradagrad, KradagradError, KradagradStar, Sgd, Shampoo, getBackend, scheduleDim } from '../lib';
 import type { Optimizer } from '../lib';
+import { mulberry32 } from './ref/linalg';
 import { Mat, add, eye, frob, matpow, mul, scaleM, toMat, tr, trace } from './ref/optim_ref';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
-  };
-}
 const rand = (n: number, seed: number): Float64Array => {
-  const r = rng(seed);
-  return Float64Array.from({ length: n }, () => 2 * r());
+  const r = mulberry32(seed);
+  return Float64Array.from({ length: n }, () => 2 * r() - 1);
 };
 const maxRel = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   let e = 0;

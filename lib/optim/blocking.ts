@@ -51,39 +51,30 @@ export function partition(shape: readonly number[], blockSize: number): Block[] 
   return blocks;
 }
 
+/** Row-major offset in `full` (strides) of element q of block b. */
+function elementOffset(b: Block, strides: number[], q: number): number {
+  let rem = q;
+  let off = 0;
+  for (let i = b.extent.length - 1; i >= 0; i--) {
+    off += (b.offset[i] + (rem % b.extent[i])) * strides[i];
+    rem = Math.floor(rem / b.extent[i]);
+  }
+  return off;
+}
+const stridesOf = (shape: readonly number[]): number[] => shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
+const sizeOf = (b: Block): number => b.extent.reduce((x, y) => x * y, 1);
+
 /** Copies the blocks of `full` (row-major, shape) out into one array per block (a plain TS reference of ops.boxes). */
 export function gatherBlocks(full: ArrayLike<number>, shape: readonly number[], blocks: Block[]): number[][] {
-  const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
-  return blocks.map((b) => {
-    const n = b.extent.reduce((x, y) => x * y, 1);
-    const out = new Array<number>(n);
-    for (let q = 0; q < n; q++) {
-      let rem = q;
-      let off = 0;
-      for (let i = b.extent.length - 1; i >= 0; i--) {
-        off += (b.offset[i] + (rem % b.extent[i])) * strides[i];
-        rem = Math.floor(rem / b.extent[i]);
-      }
-      out[q] = full[off];
-    }
-    return out;
-  });
+  const strides = stridesOf(shape);
+  return blocks.map((b) => Array.from({ length: sizeOf(b) }, (_, q) => full[elementOffset(b, strides, q)]));
 }
 
 /** Inverse of gatherBlocks: writes each block back into `full`. */
 export function scatterBlocks(parts: number[][], full: number[] | Float64Array | Float32Array, shape: readonly number[], blocks: Block[]): void {
-  const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
+  const strides = stridesOf(shape);
   blocks.forEach((b, j) => {
-    const n = b.extent.reduce((x, y) => x * y, 1);
-    for (let q = 0; q < n; q++) {
-      let rem = q;
-      let off = 0;
-      for (let i = b.extent.length - 1; i >= 0; i--) {
-        off += (b.offset[i] + (rem % b.extent[i])) * strides[i];
-        rem = Math.floor(rem / b.extent[i]);
-      }
-      full[off] = parts[j][q];
-    }
+    for (let q = 0; q < sizeOf(b); q++) full[elementOffset(b, strides, q)] = parts[j][q];
   });
 }
 
