@@ -72,7 +72,12 @@ export interface PreconditionerOptions extends BaseOptions {
   statisticsFrequency?: number;
   /** Recompute roots every this many steps. Default 20. */
   rootFrequency?: number;
-  /** Precondition from this step on (1-based; before it the graft direction is used). Default 1. */
+  /**
+   * Precondition from this step on (before it the graft direction is used). Default 1.
+   * Shampoo and KradagradStar count steps from 1; Kradagrad, like the authors' KradagradMM,
+   * compares its 0-based counter s = step - 1 (so it preconditions from step startStep + 1
+   * and refreshes roots at s % rootFrequency == 0).
+   */
   startStep?: number;
   /** dtype of the factor statistics and roots. Default 'float32'. */
   statisticsDtype?: 'float32' | 'float64';
