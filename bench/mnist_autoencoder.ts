@@ -412,6 +412,7 @@ export async function runExperiment(cfg: AeConfig, log: (s: string) => void = ()
       tfjsBackend: tf.getBackend(),
       cpu: os.cpus()[0]?.model,
       cores: os.cpus().length,
+      openblasThreads: process.env.OPENBLAS_NUM_THREADS ?? null,
       loadavgAtEnd: os.loadavg().map((x) => +x.toFixed(2)),
       date: new Date().toISOString(),
     },
