@@ -10,7 +10,6 @@ import type {
   GraftType,
   KradagradOptions,
   KradagradStarOptions,
-  PreconditionerOptions,
   Schedule,
   SgdOptions,
   ShampooOptions,

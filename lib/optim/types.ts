@@ -48,7 +48,7 @@ export interface AdamOptions extends BaseOptions {
   eps?: number;
 }
 
-/** Grafting: the preconditioned direction takes the norm of this simpler method's direction, per block. */
+/** Grafting: the preconditioned direction of each parameter takes the norm of this simpler method's direction for that parameter (as the reference). */
 export type GraftType = 'none' | 'sgd' | 'adagrad' | 'adam';
 
 /** Options of the Kronecker-factored optimizers (KradagradStar, Kradagrad, Shampoo). */
