@@ -27,6 +27,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Backend, KradagradError, Tensor, getBackend, ops } from '../lib';
 import type { DType } from '../lib';
+import { mulberry32 } from './rand';
 
 export const U: Record<DType, number> = { float32: 2 ** -24, float64: 2 ** -53 };
 export const ULP: Record<DType, number> = { float32: 2 ** -23, float64: 2 ** -52 };
@@ -35,18 +36,13 @@ const DTYPES: DType[] = ['float32', 'float64'];
 // ---- random inputs -------------------------------------------------------------------------
 
 export class Rng {
-  private s: number;
+  private readonly next: () => number;
   private spare: number | undefined;
   constructor(seed: number) {
-    this.s = seed >>> 0;
+    this.next = mulberry32(seed);
   }
   uniform(): number {
-    // mulberry32
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.next();
   }
   normal(): number {
     if (this.spare !== undefined) {

@@ -40,6 +40,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { KradagradStarOptimizer, NativeAdamOptimizer, ShampooOptimizer } from '../lib/tfjs';
+import { mulberry32 } from './rand';
 
 export type OptName = 'sgd' | 'adam' | 'shampoo' | 'kstar' | 'nadam';
 export const OPT_LABEL: Record<OptName, string> = {
@@ -102,16 +103,7 @@ export const QUICK: AeConfig = {
 };
 
 /** mulberry32: a small seeded PRNG. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 export function permutation(n: number, seed: number): Int32Array {
   const p = Int32Array.from({ length: n }, (_, i) => i);

@@ -35,6 +35,7 @@ import * as path from 'path';
 import { getBackend, ops } from '../lib';
 import type { DType } from '../lib';
 import { packageRoot } from '../lib/native';
+import { fastFill } from './rand';
 
 type Op = 'gemm' | 'eigh';
 interface Case {
@@ -76,16 +77,6 @@ const REPS: Record<Op, (n: number) => { warmup: number; reps: number }> = {
   eigh: (n) => ({ warmup: 1, reps: Math.ceil(scale * (n <= 128 ? 80 : n <= 256 ? 30 : n <= 512 ? 12 : 6)) }),
 };
 
-/** Same filler as direct.cc and test/ref/linalg.ts fastFill: Park-Miller in exact doubles. */
-function fastFill(n: number, seed: number): Float64Array {
-  let s = (Math.abs(Math.floor(seed)) % 2147483646) + 1;
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s * 16807) % 2147483647;
-    out[i] = s / 1073741823.5 - 1;
-  }
-  return out;
-}
 function symmetrize(a: Float64Array, n: number): Float64Array {
   for (let i = 0; i < n; i++)
     for (let j = i + 1; j < n; j++) {
