@@ -550,11 +550,11 @@ Status CudaBackend::solve_syevd(DType dt, char* work, void* w, int* dinfo, int64
   const size_t es = dtype_size(dt), nn = (size_t)(n * n);
   int lwork = 0;
   if (dt == DType::F32)
-    KRAD_CUSOLVER(cusolverDnSsyevd_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, (int)n,
+    KRAD_CUSOLVER(cusolverDnSsyevd_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, (int)n,
                                               (const float*)work, (int)n, (const float*)w, &lwork),
                   "Ssyevd_bufferSize");
   else
-    KRAD_CUSOLVER(cusolverDnDsyevd_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, (int)n,
+    KRAD_CUSOLVER(cusolverDnDsyevd_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, (int)n,
                                               (const double*)work, (int)n, (const double*)w, &lwork),
                   "Dsyevd_bufferSize");
   void* ws = nullptr;
@@ -563,10 +563,10 @@ Status CudaBackend::solve_syevd(DType dt, char* work, void* w, int* dinfo, int64
   for (int64_t b : items) {
     cusolverStatus_t cs;
     if (dt == DType::F32)
-      cs = cusolverDnSsyevd(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, (int)n,
+      cs = cusolverDnSsyevd(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, (int)n,
                             (float*)(work + b * nn * es), (int)n, (float*)w + b * n, (float*)ws, lwork, dinfo + b);
     else
-      cs = cusolverDnDsyevd(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, (int)n,
+      cs = cusolverDnDsyevd(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, (int)n,
                             (double*)(work + b * nn * es), (int)n, (double*)w + b * n, (double*)ws, lwork, dinfo + b);
     if (cs != CUSOLVER_STATUS_SUCCESS) {
       st = Status::Error(Code::CUSOLVER_FAILED,
@@ -589,12 +589,12 @@ Status CudaBackend::solve_syevj(DType dt, char* work, void* w, int* dinfo, int64
     char* A = work + done * nn * es;
     int lwork = 0;
     if (dt == DType::F32)
-      KRAD_CUSOLVER(cusolverDnSsyevjBatched_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER,
+      KRAD_CUSOLVER(cusolverDnSsyevjBatched_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER,
                                                        (int)n, (const float*)A, (int)n, (const float*)w + done * n,
                                                        &lwork, syevj_, cnt),
                     "SsyevjBatched_bufferSize");
     else
-      KRAD_CUSOLVER(cusolverDnDsyevjBatched_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER,
+      KRAD_CUSOLVER(cusolverDnDsyevjBatched_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER,
                                                        (int)n, (const double*)A, (int)n, (const double*)w + done * n,
                                                        &lwork, syevj_, cnt),
                     "DsyevjBatched_bufferSize");
@@ -602,10 +602,10 @@ Status CudaBackend::solve_syevj(DType dt, char* work, void* w, int* dinfo, int64
     KRAD_RETURN_IF_ERROR(dev_alloc(std::max<size_t>((size_t)lwork * es, 1), &ws));
     cusolverStatus_t cs;
     if (dt == DType::F32)
-      cs = cusolverDnSsyevjBatched(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, (int)n, (float*)A,
+      cs = cusolverDnSsyevjBatched(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, (int)n, (float*)A,
                                    (int)n, (float*)w + done * n, (float*)ws, lwork, dinfo + done, syevj_, cnt);
     else
-      cs = cusolverDnDsyevjBatched(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, (int)n, (double*)A,
+      cs = cusolverDnDsyevjBatched(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, (int)n, (double*)A,
                                    (int)n, (double*)w + done * n, (double*)ws, lwork, dinfo + done, syevj_, cnt);
     dev_free(ws);
     KRAD_CUSOLVER(cs, dt == DType::F32 ? "SsyevjBatched" : "DsyevjBatched");
@@ -613,7 +613,9 @@ Status CudaBackend::solve_syevj(DType dt, char* work, void* w, int* dinfo, int64
   return Status::Ok();
 }
 
-// work = copy of A (row-major lower triangle = column-major upper triangle); items with
+// work = copy of A with its row-major lower triangle mirrored onto the upper, read by the
+// solver as its column-major lower triangle (the path the CPU backend, torch and numpy
+// take: see syevd_one in cpu_backend.cc); items with
 // NaN/Inf are swapped for the identity so the solver never sees them, and reported as
 // info = 1 like the CPU backend. The solver leaves the eigenvectors in work's columns
 // (column-major), i.e. in its rows read row-major: a transpose puts them in V's columns.
@@ -652,7 +654,7 @@ Status CudaBackend::syevd(DType dt, const void* a, void* w, void* v, int64_t n, 
   // work = A with non-finite items replaced by the identity; info = 0.
   auto prepare = [&]() -> Status {
     KRAD_CUDA(cudaMemcpyAsync(work, a, bytes, cudaMemcpyDeviceToDevice, stream_), "eigh input copy");
-    KRAD_CUDA(kk::identity_where_bad(dt, work, n, batch, dflags, stream_), "identity_where_bad kernel");
+    KRAD_CUDA(kk::eigh_input(dt, work, n, batch, dflags, stream_), "eigh_input kernel");
     KRAD_CUDA(cudaMemsetAsync(dinfo, 0, (size_t)batch * sizeof(int), stream_), "info reset");
     return Status::Ok();
   };

@@ -212,13 +212,13 @@ __global__ void all_finite_k(const T* x, int64_t batch, int64_t count, uint8_t* 
 }
 
 template <typename T>
-__global__ void identity_where_bad_k(T* a, int64_t n, size_t total, const uint8_t* finite) {
+__global__ void eigh_input_k(T* a, int64_t n, size_t total, const uint8_t* finite) {
   KRAD_GRID_STRIDE(idx, total) {
-    const int64_t b = (int64_t)idx / (n * n);
-    if (!finite[b]) {
-      const int64_t rem = (int64_t)idx % (n * n);
-      a[idx] = (rem / n == rem % n) ? T(1) : T(0);
-    }
+    const int64_t b = (int64_t)idx / (n * n), rem = (int64_t)idx % (n * n), i = rem / n, j = rem % n;
+    if (!finite[b])
+      a[idx] = (i == j) ? T(1) : T(0);
+    else if (i < j)  // upper <- lower; the lower triangle is only read, so no race
+      a[idx] = a[b * n * n + j * n + i];
   }
 }
 
@@ -380,10 +380,10 @@ cudaError_t all_finite(DType dt, const void* x, int64_t batch, int64_t count, ui
   return cudaGetLastError();
 }
 
-cudaError_t identity_where_bad(DType dt, void* a, int64_t n, int64_t batch, const uint8_t* finite, cudaStream_t s) {
+cudaError_t eigh_input(DType dt, void* a, int64_t n, int64_t batch, const uint8_t* finite, cudaStream_t s) {
   const size_t total = (size_t)n * n * batch;
   if (!total) return cudaSuccess;
-  KRAD_DISPATCH(dt, identity_where_bad_k<T><<<grid_for(total), kThreads, 0, s>>>((T*)a, n, total, finite));
+  KRAD_DISPATCH(dt, eigh_input_k<T><<<grid_for(total), kThreads, 0, s>>>((T*)a, n, total, finite));
   return cudaGetLastError();
 }
 

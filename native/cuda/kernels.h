@@ -40,8 +40,9 @@ cudaError_t dot(DType dt, const void* x, const void* y, int64_t batch, int64_t c
 cudaError_t trace(DType dt, const void* a, int64_t n, int64_t batch, double* out, cudaStream_t s);
 // finite[b] = 1 when item b holds no NaN/Inf, else 0.
 cudaError_t all_finite(DType dt, const void* x, int64_t batch, int64_t count, uint8_t* finite, cudaStream_t s);
-// Items with finite[b] == 0 are overwritten with the identity (so a solver never sees NaN).
-cudaError_t identity_where_bad(DType dt, void* a, int64_t n, int64_t batch, const uint8_t* finite, cudaStream_t s);
+// Prepares eigensolver input in place: items with finite[b] == 0 become the identity (so a
+// solver never sees NaN); the others get their row-major lower triangle mirrored onto the upper.
+cudaError_t eigh_input(DType dt, void* a, int64_t n, int64_t batch, const uint8_t* finite, cudaStream_t s);
 
 // Per-item coefficients computed on the device from device reductions (no host round
 // trip), in double exactly as Backend's default implementations compute them on the host:
