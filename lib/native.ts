@@ -53,6 +53,12 @@ export interface NativeAddon {
   scaleByNormRatio(d: NativeTensor, a: NativeTensor, eps: number): void;
   inverseUpdate(l: NativeTensor, t: NativeTensor, m: NativeTensor, kind: 'trace' | 'frobenius'): void;
   allFiniteMany(xs: NativeTensor[]): Uint8Array;
+  axpbyMany(xs: NativeTensor[], ys: NativeTensor[], alpha: number, beta: number): void;
+  copyMany(srcs: NativeTensor[], dsts: NativeTensor[]): void;
+  mulAccMany(xs: NativeTensor[], ys: NativeTensor[], accs: NativeTensor[], a: number, b: number): void;
+  divSqrtMany(xs: NativeTensor[], accs: NativeTensor[], outs: NativeTensor[], scale: number, eps: number): void;
+  scaleByNormRatioMany(ds: NativeTensor[], as: NativeTensor[], eps: number): void;
+  boxesMany(fulls: NativeTensor[], blocks: NativeTensor, offsets: number[][], firsts: number[], scatter: boolean): void;
 }
 
 export type BackendName = 'cpu' | 'cuda';

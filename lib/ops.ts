@@ -244,3 +244,45 @@ export function allFiniteMany(xs: Tensor[]): boolean[] {
   if (xs.length === 0) return [];
   return Array.from(be(...xs).addon.allFiniteMany(xs.map(n)), (v) => v === 1);
 }
+
+// ---- multi-tensor forms ("foreach"): one native call for a list of same-role tensors.
+// Entry i of each list pairs up; entries may differ in dtype and size. Every entry is
+// checked before any is touched, so a bad entry (its index is in the error) changes nothing.
+
+function beMany(where: string, ...lists: Tensor[][]): Backend | undefined {
+  const n = lists[0].length;
+  for (const l of lists) {
+    if (!Array.isArray(l)) throw new KradagradError(`${where}: expected arrays of tensors`, 'INVALID_ARGUMENT');
+    if (l.length !== n) throw new KradagradError(`${where}: the tensor lists have different lengths (${n} and ${l.length})`, 'SHAPE_MISMATCH');
+  }
+  return n === 0 ? undefined : be(...lists.flat());
+}
+
+/** ys[i] = alpha xs[i] + beta ys[i] for every i. */
+export function axpbyMany(xs: Tensor[], ys: Tensor[], alpha: number, beta = 1): void {
+  beMany('axpbyMany', xs, ys)?.addon.axpbyMany(xs.map(n), ys.map(n), alpha, beta);
+}
+/** dsts[i] = srcs[i] (casting between float32 and float64). */
+export function copyMany(srcs: Tensor[], dsts: Tensor[]): void {
+  beMany('copyMany', srcs, dsts)?.addon.copyMany(srcs.map(n), dsts.map(n));
+}
+/** accs[i] = a accs[i] + b xs[i] ys[i] (elementwise). */
+export function mulAccMany(xs: Tensor[], ys: Tensor[], accs: Tensor[], a: number, b: number): void {
+  beMany('mulAccMany', xs, ys, accs)?.addon.mulAccMany(xs.map(n), ys.map(n), accs.map(n), a, b);
+}
+/** outs[i] = xs[i] / (sqrt(accs[i] scale) + eps) (elementwise). */
+export function divSqrtMany(xs: Tensor[], accs: Tensor[], outs: Tensor[], scale: number, eps: number): void {
+  beMany('divSqrtMany', xs, accs, outs)?.addon.divSqrtMany(xs.map(n), accs.map(n), outs.map(n), scale, eps);
+}
+/** Norm grafting of many tensors: ds[i] *= ||as[i]|| / (||ds[i]|| + eps), per item. */
+export function scaleByNormRatioMany(ds: Tensor[], as: Tensor[], eps: number): void {
+  beMany('scaleByNormRatioMany', ds, as)?.addon.scaleByNormRatioMany(ds.map(n), as.map(n), eps);
+}
+/** {@link boxes} for several full tensors and one blocks tensor: entry i moves the boxes at offsets[i] of fulls[i] to items firsts[i].. */
+export function boxesMany(fulls: Tensor[], blocks: Tensor, offsets: number[][][], firsts: number[], scatter = false): void {
+  if (!Array.isArray(offsets) || !Array.isArray(firsts) || offsets.length !== fulls.length || firsts.length !== fulls.length) {
+    throw new KradagradError('boxesMany: expected one offsets list and one first item per full tensor', 'SHAPE_MISMATCH');
+  }
+  if (fulls.length === 0) return;
+  be(...fulls, blocks).addon.boxesMany(fulls.map(n), n(blocks), offsets.map((o) => o.flat()), firsts, scatter);
+}

@@ -115,11 +115,18 @@ export abstract class BaseOptimizer implements Optimizer {
         throw new KradagradError(`Gradient of '${s.name}' must be a Float32Array, Float64Array or Tensor but received ${describe(g)}`, 'INVALID_ARGUMENT');
       }
     }
+    const src: Tensor[] = [];
+    const dst: Tensor[] = [];
     for (const s of this.slots) {
       const g = grads[s.name];
-      if (g instanceof Tensor) ops.copy(g, s.g);
-      else s.g.write(g as FloatArray);
+      if (g instanceof Tensor) {
+        src.push(g);
+        dst.push(s.g);
+      } else {
+        s.g.write(g as FloatArray);
+      }
     }
+    ops.copyMany(src, dst);
     const finite = ops.allFiniteMany(this.slots.map((s) => s.g));
     const bad = this.slots.find((_, i) => !finite[i]);
     if (bad) {
@@ -165,22 +172,24 @@ export abstract class BaseOptimizer implements Optimizer {
   }
 
   /**
-   * The final update from direction d (flat, parameter dtype; may be modified):
+   * The final update of `slots` from their directions `ds` (flat, parameter dtype; may be
+   * modified), one multi-tensor call per stage:
    * l2: d += wd W; m = mu m + d; u = nesterov ? d + mu m : m (u = d without momentum);
    * decoupled: W -= lr wd W; W -= lr u.
    */
-  protected applyDirection(s: ParamSlot, d: Tensor, lr: number, l2 = true): void {
+  protected applyDirections(slots: ParamSlot[], ds: Tensor[], lr: number, l2 = true): void {
     const { momentum, nesterov, weightDecay, weightDecayMode } = this.base;
-    if (weightDecay > 0 && weightDecayMode === 'l2' && l2) ops.axpby(s.w, d, weightDecay, 1);
-    if (weightDecay > 0 && weightDecayMode === 'decoupled') ops.scale(s.w, 1 - lr * weightDecay);
-    let u = d;
+    const ws = slots.map((s) => s.w);
+    if (weightDecay > 0 && weightDecayMode === 'l2' && l2) ops.axpbyMany(ws, ds, weightDecay, 1);
+    if (weightDecay > 0 && weightDecayMode === 'decoupled') ops.axpbyMany(ws, ws, 0, 1 - lr * weightDecay);
+    let us = ds;
     if (momentum > 0) {
-      const m = this.momentumOf(s);
-      ops.axpby(d, m, 1, momentum);
-      if (nesterov) ops.axpby(m, d, momentum, 1);
-      else u = m;
+      const ms = slots.map((s) => this.momentumOf(s));
+      ops.axpbyMany(ds, ms, 1, momentum);
+      if (nesterov) ops.axpbyMany(ms, ds, momentum, 1);
+      else us = ms;
     }
-    ops.axpby(u, s.w, -lr, 1);
+    ops.axpbyMany(us, ws, -lr, 1);
   }
 
   protected momentumOf(s: ParamSlot): Tensor {

@@ -1,7 +1,7 @@
 /** SGD (with heavy-ball or Nesterov momentum) and Adam/AdamW on the same backend. */
 import * as ops from '../ops';
 import type { Tensor } from '../tensor';
-import { BaseOptimizer, ParamSlot } from './base';
+import { BaseOptimizer } from './base';
 import { ResolvedAdam, resolveAdam, resolveSgd } from './options';
 import type { StateEntry } from './state';
 import type { AdamOptions, NamedParams, SgdOptions } from './types';
@@ -14,7 +14,7 @@ export class Sgd extends BaseOptimizer {
   }
   protected update(t: number): void {
     const lr = this.lr(t);
-    for (const s of this.slots) this.applyDirection(s, s.g, lr);
+    this.applyDirections(this.slots, this.slots.map((s) => s.g), lr);
   }
 }
 
@@ -41,15 +41,14 @@ export class Adam extends BaseOptimizer {
     const lr = this.lr(t);
     const bc1 = 1 - beta1 ** t;
     const bc2 = 1 - beta2 ** t;
-    this.slots.forEach((s: ParamSlot, i) => {
-      const g = s.g;
-      if (weightDecay > 0 && weightDecayMode === 'l2') ops.axpby(s.w, g, weightDecay, 1);
-      if (weightDecay > 0 && weightDecayMode === 'decoupled') ops.scale(s.w, 1 - lr * weightDecay);
-      ops.axpby(g, this.mom[i], 1 - beta1, beta1);
-      ops.mulAcc(g, g, this.vel[i], beta2, 1 - beta2);
-      ops.divSqrt(this.mom[i], this.vel[i], this.dir[i], 1 / bc2, eps);
-      ops.axpby(this.dir[i], s.w, -lr / bc1, 1);
-    });
+    const ws = this.slots.map((s) => s.w);
+    const gs = this.slots.map((s) => s.g);
+    if (weightDecay > 0 && weightDecayMode === 'l2') ops.axpbyMany(ws, gs, weightDecay, 1);
+    if (weightDecay > 0 && weightDecayMode === 'decoupled') ops.axpbyMany(ws, ws, 0, 1 - lr * weightDecay);
+    ops.axpbyMany(gs, this.mom, 1 - beta1, beta1);
+    ops.mulAccMany(gs, gs, this.vel, beta2, 1 - beta2);
+    ops.divSqrtMany(this.mom, this.vel, this.dir, 1 / bc2, eps);
+    ops.axpbyMany(this.dir, ws, -lr / bc1, 1);
   }
   protected stateEntries(): StateEntry[] {
     return this.slots.flatMap((s, i) => [

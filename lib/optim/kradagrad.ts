@@ -86,7 +86,7 @@ export class Kradagrad extends KroneckerOptimizer {
         this.scatter(g, gt);
       }
     });
-    this.slots.forEach((_, i) => this.finishParam(i, t, lr, started));
+    this.finishAll(t, lr, started);
   }
 
   protected disposeScratch(): void {

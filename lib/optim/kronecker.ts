@@ -135,19 +135,29 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
   /** Root exponent and eigenvalue floor for a block of rank k. */
   protected abstract rootSpec(k: number): { p: number; floor: number };
 
-  /** Casts gradients to the compute dtype and gathers every group's blocks. */
+  /** Casts gradients to the compute dtype and gathers every group's blocks (one call per group). */
   protected gather(): void {
-    this.slots.forEach((s, i) => {
-      if (this.k[i].gc !== s.g) ops.copy(s.g, this.k[i].gc);
-    });
-    for (const g of this.groups) {
-      for (const seg of g.segments) ops.boxes(this.k[seg.param].gT!, g.G, seg.offsets, false, seg.first);
-    }
+    const cast = this.slots.flatMap((s, i) => (this.k[i].gc !== s.g ? [i] : []));
+    ops.copyMany(
+      cast.map((i) => this.slots[i].g),
+      cast.map((i) => this.k[i].gc),
+    );
+    for (const g of this.groups) this.moveBoxes(g, g.G, false);
   }
 
   /** Writes the blocks of `x` (a group-shaped tensor) into the parameters' directions. */
   protected scatter(g: Group, x: Tensor): void {
-    for (const seg of g.segments) ops.boxes(this.k[seg.param].dT!, x, seg.offsets, true, seg.first);
+    this.moveBoxes(g, x, true);
+  }
+
+  private moveBoxes(g: Group, blocks: Tensor, scatter: boolean): void {
+    ops.boxesMany(
+      g.segments.map((seg) => (scatter ? this.k[seg.param].dT! : this.k[seg.param].gT!)),
+      blocks,
+      g.segments.map((seg) => seg.offsets),
+      g.segments.map((seg) => seg.first),
+      scatter,
+    );
   }
 
   /** x x_0 P_0 x_1 P_1 ... over `dims` (contracting each axis with the root's first axis); returns the buffer holding the result. */
@@ -225,52 +235,66 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
     return this.o.grafting;
   }
 
-  /** Graft direction A of parameter i for this step (updates the graft state). */
-  protected graftDirection(i: number, t: number): Tensor {
-    const s = this.slots[i];
-    const ks = this.k[i];
+  /** Graft directions A of every parameter for this step (updates the graft state). */
+  protected graftDirections(t: number): Tensor[] {
     const B = this.backend;
     const o = this.o;
+    const gs = this.slots.map((s) => s.g);
+    const own = (key: 'graftAcc' | 'graftMom' | 'graftDir'): Tensor[] =>
+      this.slots.map((s, i) => (this.k[i][key] ??= B.tensor(s.dtype, [s.size])));
     switch (this.grafting) {
-      case 'adagrad':
-        ks.graftAcc ??= B.tensor(s.dtype, [s.size]);
-        ks.graftDir ??= B.tensor(s.dtype, [s.size]);
-        ops.mulAcc(s.g, s.g, ks.graftAcc, 1, 1);
-        return ops.divSqrt(s.g, ks.graftAcc, ks.graftDir, 1, o.graftEpsilon);
+      case 'adagrad': {
+        const [acc, dir] = [own('graftAcc'), own('graftDir')];
+        ops.mulAccMany(gs, gs, acc, 1, 1);
+        ops.divSqrtMany(gs, acc, dir, 1, o.graftEpsilon);
+        return dir;
+      }
       case 'adam': {
-        ks.graftAcc ??= B.tensor(s.dtype, [s.size]);
-        ks.graftMom ??= B.tensor(s.dtype, [s.size]);
-        ks.graftDir ??= B.tensor(s.dtype, [s.size]);
-        ops.axpby(s.g, ks.graftMom, 1 - o.graftBeta1, o.graftBeta1);
-        ops.mulAcc(s.g, s.g, ks.graftAcc, o.graftBeta2, 1 - o.graftBeta2);
-        ops.divSqrt(ks.graftMom, ks.graftAcc, ks.graftDir, 1 / (1 - o.graftBeta2 ** t), o.graftEpsilon);
-        return ops.scale(ks.graftDir, 1 / (1 - o.graftBeta1 ** t));
+        const [acc, mom, dir] = [own('graftAcc'), own('graftMom'), own('graftDir')];
+        ops.axpbyMany(gs, mom, 1 - o.graftBeta1, o.graftBeta1);
+        ops.mulAccMany(gs, gs, acc, o.graftBeta2, 1 - o.graftBeta2);
+        ops.divSqrtMany(mom, acc, dir, 1 / (1 - o.graftBeta2 ** t), o.graftEpsilon);
+        ops.axpbyMany(dir, dir, 0, 1 / (1 - o.graftBeta1 ** t)); // scale
+        return dir;
       }
       default:
-        return s.g;
+        return gs;
     }
   }
 
   /**
-   * The update of one parameter (its direction is the preconditioned ks.dc once
-   * `started`, the raw gradient before), following the reference: norm grafting D *= ||A|| / (||D|| + 1e-16),
-   * D += wd W (l2), m = mu m + D; W -= lr m (or the Nesterov / pre-start forms).
+   * The update of every parameter, one multi-tensor call per stage. The direction is the
+   * preconditioned ks.dc once `started` (the raw gradient before), following the
+   * reference: norm grafting D *= ||A|| / (||D|| + 1e-16), D += wd W (l2), m = mu m + D;
+   * W -= lr m (or the Nesterov / pre-start forms).
    */
-  protected finishParam(i: number, t: number, lr: number, started: boolean): void {
-    const s: ParamSlot = this.slots[i];
-    const ks = this.k[i];
+  protected finishAll(t: number, lr: number, started: boolean): void {
+    const src: Tensor[] = [];
+    const dst: Tensor[] = [];
+    this.slots.forEach((s, i) => {
+      const ks = this.k[i];
+      if (!started || ks.plan.blocks.length === 0) {
+        src.push(s.g);
+        dst.push(ks.d);
+      } else if (ks.d !== ks.dc) {
+        src.push(ks.dc);
+        dst.push(ks.d);
+      }
+    });
+    ops.copyMany(src, dst);
+    const ds = this.k.map((ks) => ks.d);
+    if (this.grafting !== 'none') ops.scaleByNormRatioMany(ds, this.graftDirections(t), 1e-16);
+    if (started) this.applyDirections(this.slots, ds, lr);
+    else this.slots.forEach((s, i) => this.preStartUpdate(s, this.k[i], lr));
+  }
+
+  /**
+   * Before startStep (as the reference): m still accumulates the grafted D, but W moves
+   * along the graft's own direction: g (sgd/none), the momentum of raw gradients
+   * (adagrad), or Adam's.
+   */
+  private preStartUpdate(s: ParamSlot, ks: KSlot, lr: number): void {
     const d = ks.d;
-    if (!started || ks.plan.blocks.length === 0) ops.copy(s.g, d);
-    else if (d !== ks.dc) ops.copy(ks.dc, d);
-    if (this.grafting !== 'none') {
-      ops.scaleByNormRatio(d, this.graftDirection(i, t), 1e-16);
-    }
-    if (started) {
-      this.applyDirection(s, d, lr);
-      return;
-    }
-    // Before startStep (as the reference): m still accumulates D, but W moves along the
-    // graft's own direction: g (sgd/none), the momentum of raw gradients (adagrad), or Adam's.
     const { momentum, weightDecay, weightDecayMode } = this.o;
     if (weightDecay > 0 && weightDecayMode === 'l2') ops.axpby(s.w, d, weightDecay, 1);
     if (momentum > 0) ops.axpby(d, this.momentumOf(s), 1, momentum);
@@ -311,7 +335,7 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
       if (t % o.rootFrequency === 0) roots(g);
       if (pre) this.scatter(g, this.precondition(g, g.G, g.extent.map((_, i) => i)));
     }
-    this.slots.forEach((_, i) => this.finishParam(i, t, lr, pre));
+    this.finishAll(t, lr, pre);
   }
 
   /**

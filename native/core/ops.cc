@@ -287,12 +287,49 @@ Status matpow(const Tensor& a, double p, double floor, double ridge, Tensor& out
   return Status::Ok();
 }
 
+namespace {
+Status check_axpby(const Tensor& x, const Tensor& y) {
+  KRAD_RETURN_IF_ERROR(compatible(x, y, "axpby"));
+  if (x.batch() != y.batch() || x.item_numel() != y.item_numel())
+    return Status::Error(Code::SHAPE_MISMATCH, "axpby: x is " + x.describe() + " but y is " + y.describe());
+  return Status::Ok();
+}
+Status check_copy(const Tensor& src, const Tensor& dst) {
+  KRAD_RETURN_IF_ERROR(same_backend(src, dst, "copy"));
+  if (src.numel() != dst.numel())
+    return Status::Error(Code::SHAPE_MISMATCH, "copy: " + src.describe() + " into " + dst.describe() +
+                                                   " (element counts differ)");
+  return Status::Ok();
+}
+Status check_mul_acc(const Tensor& x, const Tensor& y, const Tensor& acc) {
+  KRAD_RETURN_IF_ERROR(compatible(x, acc, "mul_acc"));
+  KRAD_RETURN_IF_ERROR(compatible(y, acc, "mul_acc"));
+  if (x.numel() != acc.numel() || y.numel() != acc.numel())
+    return Status::Error(Code::SHAPE_MISMATCH, "mul_acc: element counts differ (" + x.describe() + ", " +
+                                                   y.describe() + ", " + acc.describe() + ")");
+  return Status::Ok();
+}
+Status check_div_sqrt(const Tensor& x, const Tensor& acc, const Tensor& out) {
+  KRAD_RETURN_IF_ERROR(compatible(x, acc, "div_sqrt"));
+  KRAD_RETURN_IF_ERROR(compatible(x, out, "div_sqrt"));
+  if (x.numel() != acc.numel() || x.numel() != out.numel())
+    return Status::Error(Code::SHAPE_MISMATCH, "div_sqrt: element counts differ (" + x.describe() + ", " +
+                                                   acc.describe() + ", " + out.describe() + ")");
+  return Status::Ok();
+}
+Status check_norm_ratio(const Tensor& d, const Tensor& a, double eps) {
+  KRAD_RETURN_IF_ERROR(compatible(d, a, "scale_by_norm_ratio"));
+  if (d.batch() != a.batch() || d.item_numel() != a.item_numel())
+    return Status::Error(Code::SHAPE_MISMATCH, "scale_by_norm_ratio: d is " + d.describe() + " but a is " + a.describe());
+  if (!(eps >= 0)) return Status::Error(Code::INVALID_ARGUMENT, "scale_by_norm_ratio: eps must be >= 0");
+  return Status::Ok();
+}
+}  // namespace
+
 Status axpby(const Tensor& x, Tensor& y, const std::vector<double>& alphas, double alpha,
              const std::vector<double>& betas, double beta) {
   const char* op = "axpby";
-  KRAD_RETURN_IF_ERROR(compatible(x, y, op));
-  if (x.batch() != y.batch() || x.item_numel() != y.item_numel())
-    return Status::Error(Code::SHAPE_MISMATCH, "axpby: x is " + x.describe() + " but y is " + y.describe());
+  KRAD_RETURN_IF_ERROR(check_axpby(x, y));
   KRAD_RETURN_IF_ERROR(need_coeffs(alphas, y.batch(), op));
   KRAD_RETURN_IF_ERROR(need_coeffs(betas, y.batch(), op));
   return y.backend()->axpby(y.dtype(), y.batch(), y.item_numel(), alphas.empty() ? nullptr : alphas.data(), alpha,
@@ -319,10 +356,7 @@ Status symmetrize(Tensor& a) {
 }
 
 Status copy(const Tensor& src, Tensor& dst) {
-  KRAD_RETURN_IF_ERROR(same_backend(src, dst, "copy"));
-  if (src.numel() != dst.numel())
-    return Status::Error(Code::SHAPE_MISMATCH, "copy: " + src.describe() + " into " + dst.describe() +
-                                                   " (element counts differ)");
+  KRAD_RETURN_IF_ERROR(check_copy(src, dst));
   if (src.data() == dst.data() && src.dtype() == dst.dtype()) return Status::Ok();
   if (src.dtype() == dst.dtype()) return dst.backend()->copy(dst.data(), src.data(), src.bytes());
   return dst.backend()->cast(src.dtype(), src.data(), dst.dtype(), dst.data(), static_cast<size_t>(src.numel()));
@@ -333,20 +367,12 @@ Status fill(Tensor& x, double value) {
 }
 
 Status mul_acc(const Tensor& x, const Tensor& y, Tensor& acc, double a, double b) {
-  KRAD_RETURN_IF_ERROR(compatible(x, acc, "mul_acc"));
-  KRAD_RETURN_IF_ERROR(compatible(y, acc, "mul_acc"));
-  if (x.numel() != acc.numel() || y.numel() != acc.numel())
-    return Status::Error(Code::SHAPE_MISMATCH, "mul_acc: element counts differ (" + x.describe() + ", " +
-                                                   y.describe() + ", " + acc.describe() + ")");
+  KRAD_RETURN_IF_ERROR(check_mul_acc(x, y, acc));
   return acc.backend()->mul_acc(acc.dtype(), static_cast<size_t>(acc.numel()), a, b, x.data(), y.data(), acc.data());
 }
 
 Status div_sqrt(const Tensor& x, const Tensor& acc, Tensor& out, double scale, double eps) {
-  KRAD_RETURN_IF_ERROR(compatible(x, acc, "div_sqrt"));
-  KRAD_RETURN_IF_ERROR(compatible(x, out, "div_sqrt"));
-  if (x.numel() != acc.numel() || x.numel() != out.numel())
-    return Status::Error(Code::SHAPE_MISMATCH, "div_sqrt: element counts differ (" + x.describe() + ", " +
-                                                   acc.describe() + ", " + out.describe() + ")");
+  KRAD_RETURN_IF_ERROR(check_div_sqrt(x, acc, out));
   return out.backend()->div_sqrt(out.dtype(), static_cast<size_t>(out.numel()), x.data(), acc.data(), scale, eps,
                                  out.data());
 }
@@ -374,10 +400,7 @@ Status all_finite(const Tensor& x, std::vector<uint8_t>* out) {
 }
 
 Status scale_by_norm_ratio(Tensor& d, const Tensor& a, double eps) {
-  KRAD_RETURN_IF_ERROR(compatible(d, a, "scale_by_norm_ratio"));
-  if (d.batch() != a.batch() || d.item_numel() != a.item_numel())
-    return Status::Error(Code::SHAPE_MISMATCH, "scale_by_norm_ratio: d is " + d.describe() + " but a is " + a.describe());
-  if (!(eps >= 0)) return Status::Error(Code::INVALID_ARGUMENT, "scale_by_norm_ratio: eps must be >= 0");
+  KRAD_RETURN_IF_ERROR(check_norm_ratio(d, a, eps));
   return d.backend()->scale_by_norm_ratio(d.dtype(), d.data(), a.data(), d.batch(), d.item_numel(), eps);
 }
 
@@ -409,7 +432,8 @@ Status all_finite_many(const std::vector<const Tensor*>& xs, std::vector<uint8_t
   return xs[0]->backend()->all_finite_many(dts, ptrs, counts, out);
 }
 
-Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, bool scatter, int64_t first) {
+namespace {
+Status check_boxes(const Tensor& full, const Tensor& blocks, const std::vector<int64_t>& offsets, int64_t first) {
   const char* op = "boxes";
   KRAD_RETURN_IF_ERROR(compatible(full, blocks, op));
   const int r = full.rank();
@@ -434,8 +458,109 @@ Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, 
                                                          " overruns " + full.describe());
     }
   if (full.data() == blocks.data()) return Status::Error(Code::INVALID_ARGUMENT, "boxes: tensors must not alias");
+  return Status::Ok();
+}
+Status run_boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, bool scatter, int64_t first) {
   char* dst = static_cast<char*>(blocks.data()) + first * blocks.item_numel() * dtype_size(blocks.dtype());
   return full.backend()->boxes(full.dtype(), full.data(), full.shape(), blocks.shape(), offsets, dst, scatter);
+}
+
+// The multi-tensor forms: every entry is checked (same backend as the first, then the
+// single op's own checks) before any runs, so a bad entry changes nothing.
+template <class Check, class Run>
+Status for_all(const char* op, size_t n, const std::vector<const Tensor*>& all, Check check, Run run) {
+  for (const Tensor* t : all) KRAD_RETURN_IF_ERROR(same_backend(*all[0], *t, op));
+  for (size_t i = 0; i < n; ++i) {
+    Status s = check(i);
+    if (!s.ok()) return Status::Error(s.code, std::string(op) + ": entry " + std::to_string(i) + ": " + s.message, (long long)i);
+  }
+  for (size_t i = 0; i < n; ++i) KRAD_RETURN_IF_ERROR(run(i));
+  return Status::Ok();
+}
+Status need_lengths(const char* op, size_t n, std::initializer_list<size_t> others) {
+  for (size_t m : others)
+    if (m != n)
+      return Status::Error(Code::SHAPE_MISMATCH, std::string(op) + ": the tensor lists have different lengths (" +
+                                                     std::to_string(n) + " and " + std::to_string(m) + ")");
+  return Status::Ok();
+}
+template <class... L>
+std::vector<const Tensor*> joined(const L&... lists) {
+  std::vector<const Tensor*> out;
+  (out.insert(out.end(), lists.begin(), lists.end()), ...);
+  return out;
+}
+}  // namespace
+
+Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, bool scatter, int64_t first) {
+  KRAD_RETURN_IF_ERROR(check_boxes(full, blocks, offsets, first));
+  return run_boxes(full, blocks, offsets, scatter, first);
+}
+
+Status axpby_many(const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& ys, double alpha, double beta) {
+  const char* op = "axpby_many";
+  KRAD_RETURN_IF_ERROR(need_lengths(op, xs.size(), {ys.size()}));
+  return for_all(
+      op, xs.size(), joined(xs, ys), [&](size_t i) { return check_axpby(*xs[i], *ys[i]); },
+      [&](size_t i) {
+        Tensor& y = *ys[i];
+        return y.backend()->axpby(y.dtype(), 1, y.numel(), nullptr, alpha, xs[i]->data(), nullptr, beta, y.data());
+      });
+}
+
+Status copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts) {
+  const char* op = "copy_many";
+  KRAD_RETURN_IF_ERROR(need_lengths(op, srcs.size(), {dsts.size()}));
+  return for_all(
+      op, srcs.size(), joined(srcs, dsts), [&](size_t i) { return check_copy(*srcs[i], *dsts[i]); },
+      [&](size_t i) { return copy(*srcs[i], *dsts[i]); });
+}
+
+Status mul_acc_many(const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& ys,
+                    const std::vector<Tensor*>& accs, double a, double b) {
+  const char* op = "mul_acc_many";
+  KRAD_RETURN_IF_ERROR(need_lengths(op, xs.size(), {ys.size(), accs.size()}));
+  return for_all(
+      op, xs.size(), joined(xs, ys, accs), [&](size_t i) { return check_mul_acc(*xs[i], *ys[i], *accs[i]); },
+      [&](size_t i) {
+        Tensor& acc = *accs[i];
+        return acc.backend()->mul_acc(acc.dtype(), (size_t)acc.numel(), a, b, xs[i]->data(), ys[i]->data(), acc.data());
+      });
+}
+
+Status div_sqrt_many(const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& accs,
+                     const std::vector<Tensor*>& outs, double scale, double eps) {
+  const char* op = "div_sqrt_many";
+  KRAD_RETURN_IF_ERROR(need_lengths(op, xs.size(), {accs.size(), outs.size()}));
+  return for_all(
+      op, xs.size(), joined(xs, accs, outs), [&](size_t i) { return check_div_sqrt(*xs[i], *accs[i], *outs[i]); },
+      [&](size_t i) {
+        Tensor& out = *outs[i];
+        return out.backend()->div_sqrt(out.dtype(), (size_t)out.numel(), xs[i]->data(), accs[i]->data(), scale, eps,
+                                       out.data());
+      });
+}
+
+Status scale_by_norm_ratio_many(const std::vector<Tensor*>& ds, const std::vector<const Tensor*>& as, double eps) {
+  const char* op = "scale_by_norm_ratio_many";
+  KRAD_RETURN_IF_ERROR(need_lengths(op, ds.size(), {as.size()}));
+  return for_all(
+      op, ds.size(), joined(ds, as), [&](size_t i) { return check_norm_ratio(*ds[i], *as[i], eps); },
+      [&](size_t i) {
+        Tensor& d = *ds[i];
+        return d.backend()->scale_by_norm_ratio(d.dtype(), d.data(), as[i]->data(), d.batch(), d.item_numel(), eps);
+      });
+}
+
+Status boxes_many(const std::vector<Tensor*>& fulls, Tensor& blocks, const std::vector<std::vector<int64_t>>& offsets,
+                  const std::vector<int64_t>& firsts, bool scatter) {
+  const char* op = "boxes_many";
+  KRAD_RETURN_IF_ERROR(need_lengths(op, fulls.size(), {offsets.size(), firsts.size()}));
+  std::vector<const Tensor*> all = joined(fulls);
+  all.push_back(&blocks);
+  return for_all(
+      op, fulls.size(), all, [&](size_t i) { return check_boxes(*fulls[i], blocks, offsets[i], firsts[i]); },
+      [&](size_t i) { return run_boxes(*fulls[i], blocks, offsets[i], scatter, firsts[i]); });
 }
 
 }  // namespace krad

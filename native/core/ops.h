@@ -60,4 +60,19 @@ Status all_finite_many(const std::vector<const Tensor*>& xs, std::vector<uint8_t
 // box dims), or scatter them back (scatter = true).
 Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, bool scatter, int64_t first = 0);
 
+// Multi-tensor forms of the per-parameter ops (the optimizers' "foreach" work): entry i
+// of each list pairs up; entries may differ in dtype and size. Every entry is checked
+// before any runs (a bad entry changes nothing; its index is in the message and info).
+Status axpby_many(const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& ys, double alpha, double beta);
+Status copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts);
+Status mul_acc_many(const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& ys,
+                    const std::vector<Tensor*>& accs, double a, double b);
+Status div_sqrt_many(const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& accs,
+                     const std::vector<Tensor*>& outs, double scale, double eps);
+Status scale_by_norm_ratio_many(const std::vector<Tensor*>& ds, const std::vector<const Tensor*>& as, double eps);
+// boxes() for several full tensors into (or out of) one blocks tensor: entry i moves the
+// boxes at offsets[i] of fulls[i] to items firsts[i].. of blocks.
+Status boxes_many(const std::vector<Tensor*>& fulls, Tensor& blocks, const std::vector<std::vector<int64_t>>& offsets,
+                  const std::vector<int64_t>& firsts, bool scatter);
+
 }  // namespace krad

@@ -327,6 +327,86 @@ Napi::Value AllFiniteMany(const Napi::CallbackInfo& info) {
   return a;
 }
 
+// ---- multi-tensor forms -------------------------------------------------------------
+// An array argument of tensor handles; `keep` holds them alive for the call.
+struct TensorList {
+  std::vector<TensorPtr> keep;
+  std::vector<const krad::Tensor*> in() const {
+    std::vector<const krad::Tensor*> v;
+    for (auto& t : keep) v.push_back(t.get());
+    return v;
+  }
+  std::vector<krad::Tensor*> out() const {
+    std::vector<krad::Tensor*> v;
+    for (auto& t : keep) v.push_back(t.get());
+    return v;
+  }
+};
+TensorList tensor_list(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  Napi::Env env = info.Env();
+  Napi::Value v = i < info.Length() ? info[i] : env.Undefined();
+  if (!v.IsArray())
+    throw_error(env, "INVALID_ARGUMENT", std::string("Expected an array of tensors for ") + what + " but received " +
+                                             describe_value(v));
+  Napi::Array arr = v.As<Napi::Array>();
+  TensorList l;
+  l.keep.reserve(arr.Length());
+  const std::string elem = std::string(what) + " element";
+  for (uint32_t k = 0; k < arr.Length(); ++k) l.keep.push_back(TensorHandle::Get(env, arr.Get(k), elem.c_str()));
+  return l;
+}
+
+// axpbyMany(xs, ys, alpha, beta): ys[i] = alpha xs[i] + beta ys[i]
+Napi::Value AxpbyMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto xs = tensor_list(info, 0, "xs"), ys = tensor_list(info, 1, "ys");
+  check(env, krad::axpby_many(xs.in(), ys.out(), number_arg(env, info, 2, "alpha"), number_arg(env, info, 3, "beta")));
+  return env.Undefined();
+}
+// copyMany(srcs, dsts)
+Napi::Value CopyMany(const Napi::CallbackInfo& info) {
+  auto s = tensor_list(info, 0, "srcs"), d = tensor_list(info, 1, "dsts");
+  check(info.Env(), krad::copy_many(s.in(), d.out()));
+  return info.Env().Undefined();
+}
+// mulAccMany(xs, ys, accs, a, b): accs[i] = a accs[i] + b xs[i] ys[i]
+Napi::Value MulAccMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto xs = tensor_list(info, 0, "xs"), ys = tensor_list(info, 1, "ys"), accs = tensor_list(info, 2, "accs");
+  check(env, krad::mul_acc_many(xs.in(), ys.in(), accs.out(), number_arg(env, info, 3, "a"), number_arg(env, info, 4, "b")));
+  return env.Undefined();
+}
+// divSqrtMany(xs, accs, outs, scale, eps): outs[i] = xs[i] / (sqrt(accs[i] scale) + eps)
+Napi::Value DivSqrtMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto xs = tensor_list(info, 0, "xs"), accs = tensor_list(info, 1, "accs"), outs = tensor_list(info, 2, "outs");
+  check(env, krad::div_sqrt_many(xs.in(), accs.in(), outs.out(), number_arg(env, info, 3, "scale"),
+                                 number_arg(env, info, 4, "eps")));
+  return env.Undefined();
+}
+// scaleByNormRatioMany(ds, as, eps)
+Napi::Value ScaleByNormRatioMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto ds = tensor_list(info, 0, "ds"), as = tensor_list(info, 1, "as");
+  check(env, krad::scale_by_norm_ratio_many(ds.out(), as.in(), number_arg(env, info, 2, "eps")));
+  return env.Undefined();
+}
+// boxesMany(fulls, blocks, offsets (one flat array per full), firsts, scatter)
+Napi::Value BoxesMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto fulls = tensor_list(info, 0, "fulls");
+  auto blocks = T(info, 1, "blocks");
+  Napi::Value ov = info.Length() > 2 ? info[2] : env.Undefined();
+  if (!ov.IsArray())
+    throw_error(env, "INVALID_ARGUMENT", "Expected an array of offset arrays but received " + describe_value(ov));
+  Napi::Array oa = ov.As<Napi::Array>();
+  std::vector<std::vector<int64_t>> offsets;
+  for (uint32_t k = 0; k < oa.Length(); ++k) offsets.push_back(int_list_arg(env, oa.Get(k), "offsets element"));
+  auto firsts = int_list_arg(env, info.Length() > 3 ? info[3] : env.Undefined(), "firsts");
+  check(env, krad::boxes_many(fulls.out(), *blocks, offsets, firsts, bool_or(env, info, 4, "scatter", false)));
+  return env.Undefined();
+}
+
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   check(info.Env(), backend_arg(info, 0)->synchronize());
   return info.Env().Undefined();
@@ -357,6 +437,8 @@ void InitOps(Napi::Env env, Napi::Object exports) {
       {"allFinite", AllFinite},   {"boxes", Boxes},            {"synchronize", Synchronize},
       {"scaleByNormRatio", ScaleByNormRatio}, {"inverseUpdate", InverseUpdate}, {"allFiniteMany", AllFiniteMany},
       {"setErrorClass", SetErrorClass},
+      {"axpbyMany", AxpbyMany},   {"copyMany", CopyMany},      {"mulAccMany", MulAccMany},
+      {"divSqrtMany", DivSqrtMany}, {"scaleByNormRatioMany", ScaleByNormRatioMany}, {"boxesMany", BoxesMany},
   };
   for (const auto& e : entries) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
 }

@@ -70,14 +70,19 @@ bool TensorHandle::Is(Napi::Env env, const Napi::Value& v) {
 }
 
 krad::TensorPtr TensorHandle::Get(Napi::Env env, const Napi::Value& v, const char* what) {
-  if (!Is(env, v))
-    throw_error(env, "INVALID_HANDLE", std::string("Expected a kradagrad tensor handle for ") + what + " but received " +
-                                           describe_value(v));
-  // Not Unwrap(): it throws a plain Error for an object that merely has our prototype.
+  // The type tag alone identifies our handles (only the constructor sets it); it is much
+  // cheaper than InstanceOf, which walks the prototype chain on every argument.
   bool tagged = false;
   void* raw = nullptr;
-  if (napi_check_object_type_tag(env, v, &kHandleTag, &tagged) != napi_ok || !tagged ||
-      napi_unwrap(env, v, &raw) != napi_ok || !raw)
+  if (!v.IsObject() || napi_check_object_type_tag(env, v, &kHandleTag, &tagged) != napi_ok || !tagged) {
+    if (!Is(env, v))
+      throw_error(env, "INVALID_HANDLE", std::string("Expected a kradagrad tensor handle for ") + what +
+                                             " but received " + describe_value(v));
+    throw_error(env, "INVALID_HANDLE", std::string("Expected a kradagrad tensor handle for ") + what +
+                                           " but received an object that is not one (forged or foreign)");
+  }
+  // Not Unwrap(): it throws a plain Error for an object that merely has our prototype.
+  if (napi_unwrap(env, v, &raw) != napi_ok || !raw)
     throw_error(env, "INVALID_HANDLE", std::string("Expected a kradagrad tensor handle for ") + what +
                                            " but received an object that is not one (forged or foreign)");
   TensorHandle* h = static_cast<TensorHandle*>(raw);
