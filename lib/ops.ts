@@ -246,8 +246,9 @@ export function allFiniteMany(xs: Tensor[]): boolean[] {
 }
 
 // ---- multi-tensor forms ("foreach"): one native call for a list of same-role tensors.
-// Entry i of each list pairs up; entries may differ in dtype and size. Every entry is
-// checked before any is touched, so a bad entry (its index is in the error) changes nothing.
+// Entry i of each list pairs up; entries may differ in dtype and size but must not overlap
+// one another (a backend may run them fused, in any order). Every entry is checked before
+// any is touched, so a bad entry (its index is in the error) changes nothing.
 
 function beMany(where: string, ...lists: Tensor[][]): Backend | undefined {
   const n = lists[0].length;

@@ -14,10 +14,12 @@
 #      build-cuda/Release/kradagrad_{cuda,cpu}.node
 #   3. every op on CUDA vs the CPU backend, float32 and float64, plus eigensolver timings
 #      (looped syevd vs syevjBatched vs auto): node dist/bench/gpu-ops.js
-#   4. further steps (golden replay on CUDA, the step benchmark): each runs when its
-#      compiled script exists; add new ones in the "further steps" block below.
+#   4. further steps (golden replay on CUDA, the step benchmark, its unfused and Newton-root
+#      variants, the conditioning benchmark): each runs when its compiled script exists;
+#      add new ones in the "further steps" block below.
 # Results: bench/results/gpu-check-<stamp>.md and -log.txt, plus each step's JSON, all with the
-# device name; copies go to $OUT when it is set (at most 8 files come back from there).
+# device name; copies go to $OUT when it is set (log, summary, one .tar.gz of every result
+# file of the run, and up to five tables: at most 8 files come back from there).
 #
 # GPU_CHECK_SELF=1 runs the same script where there is no GPU (builds against whatever
 # toolkit scripts/build-cuda.js finds, e.g. the PyPI wheels, and compares the CPU backend
@@ -130,6 +132,17 @@ main() {
   fi
   optional "step benchmark ($be)" 240 dist/lib/cli/main.js bench step --backend "$be" --no-png \
     --out "$results/step-$be-$stamp"
+  # Side-by-side variants of the step benchmark (same machine, same run):
+  #  - the multi-tensor ops one by one instead of fused (the "before" of the fused kernels);
+  #  - roots by the batched GEMM-only coupled Newton iteration instead of eigh.
+  if [ -f dist/lib/cli/main.js ]; then
+    step "step benchmark, multi-tensor ops unfused ($be)" 90 env KRADAGRAD_CUDA_NO_FUSED_MULTI=1 node dist/lib/cli/main.js \
+      bench step --backend "$be" --sets resnet32,mlp --optimizers adam,shampoo32,kradstar32 --no-png \
+      --out "$results/step-unfused-$be-$stamp"
+    step "step benchmark, rootMethod newton ($be)" 120 node dist/lib/cli/main.js bench step --backend "$be" \
+      --sets resnet32,mlp --optimizers shampoo32,kradstar32 --root-method newton --no-png \
+      --out "$results/step-newton-$be-$stamp"
+  fi
   optional "conditioning benchmark ($be)" 90 dist/lib/cli/main.js bench conditioning --backend "$be" --no-png \
     --out "$results/conditioning-$be-$stamp"
   return 0
@@ -164,8 +177,16 @@ cat "$summary"
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   cp "$log" "$summary" "$OUT"/ 2>/dev/null
-  # This run's result files (at most 6 more: 8 files come back).
-  find "$results" -type f -newer "$marker" ! -name "gpu-check-$stamp*" | head -6 | while read -r f; do cp "$f" "$OUT"/; done
+  # Every result file of this run in one archive (8 files at most come back), plus up to
+  # five of its tables, named after their folders (step-cuda-<stamp>/step.md ->
+  # step-cuda-<stamp>-step.md).
+  files=$(find "$results" -type f -newer "$marker" ! -name "gpu-check-$stamp*")
+  if [ -n "$files" ]; then
+    echo "$files" | tar -czf "$OUT/gpu-check-$stamp-results.tar.gz" -T -
+    echo "$files" | grep '\.md$' | head -5 | while read -r f; do
+      cp "$f" "$OUT/$(basename "$(dirname "$f")")-$(basename "$f")"
+    done
+  fi
   echo "copied to \$OUT: $(ls "$OUT" | tr '\n' ' ')"
 fi
 rm -f "$marker" "$rowsfile"

@@ -45,6 +45,8 @@ Options:
                         kradstar64,krad32)
   --backend <b>         cpu | cuda | auto | all (default all: each backend that loads)
   --root-every <n>      root refresh period N of the amortization (default 20)
+  --root-method <m>     eigh | newton: the optimizers' rootMethod (default eigh;
+                        newton = batched GEMM-only coupled Newton, eigh fallback)
   --warmup <n>          untimed steps per instance (default 1 on cpu, 2 on cuda)
   --steps <n>           timed steps per instance, median taken (default 5 on cuda;
                         on cpu 5 for resnet32/tiny, 1 for mlp/single4096)
@@ -86,14 +88,16 @@ interface StepOptDef {
   id: StepOptId;
   label: string;
   precision: 'float32' | 'float64' | null;
-  make(p: NamedParams, b: Backend, blockSize: number, rootFrequency: number): Optimizer;
+  make(p: NamedParams, b: Backend, blockSize: number, rootFrequency: number, rootMethod?: RootMethod): Optimizer;
 }
 
-const pre = (b: Backend, blockSize: number, rootFrequency: number, dt: 'float32' | 'float64'): PreconditionerOptions => ({
+type RootMethod = 'eigh' | 'newton';
+const pre = (b: Backend, blockSize: number, rootFrequency: number, dt: 'float32' | 'float64', rootMethod: RootMethod = 'eigh'): PreconditionerOptions => ({
   lr: 1e-4,
   backend: b,
   blockSize,
   rootFrequency,
+  rootMethod,
   startStep: 1,
   epsilon: 1e-6,
   statisticsDtype: dt,
@@ -102,11 +106,11 @@ const pre = (b: Backend, blockSize: number, rootFrequency: number, dt: 'float32'
 export const STEP_OPTIMIZERS: readonly StepOptDef[] = [
   { id: 'adam', label: 'Adam', precision: null, make: (p, b) => new Adam(p, { lr: 1e-4, backend: b }) },
   { id: 'sgd', label: 'SGD', precision: null, make: (p, b) => new Sgd(p, { lr: 1e-4, backend: b }) },
-  { id: 'shampoo32', label: 'Shampoo fp32', precision: 'float32', make: (p, b, bs, rf) => new Shampoo(p, pre(b, bs, rf, 'float32')) },
-  { id: 'shampoo64', label: 'Shampoo fp64', precision: 'float64', make: (p, b, bs, rf) => new Shampoo(p, pre(b, bs, rf, 'float64')) },
-  { id: 'kradstar32', label: 'KrADagrad* fp32', precision: 'float32', make: (p, b, bs, rf) => new KradagradStar(p, pre(b, bs, rf, 'float32')) },
-  { id: 'kradstar64', label: 'KrADagrad* fp64', precision: 'float64', make: (p, b, bs, rf) => new KradagradStar(p, pre(b, bs, rf, 'float64')) },
-  { id: 'krad32', label: 'KrADagrad fp32', precision: 'float32', make: (p, b, bs, rf) => new Kradagrad(p, pre(b, bs, rf, 'float32')) },
+  { id: 'shampoo32', label: 'Shampoo fp32', precision: 'float32', make: (p, b, bs, rf, rm) => new Shampoo(p, pre(b, bs, rf, 'float32', rm)) },
+  { id: 'shampoo64', label: 'Shampoo fp64', precision: 'float64', make: (p, b, bs, rf, rm) => new Shampoo(p, pre(b, bs, rf, 'float64', rm)) },
+  { id: 'kradstar32', label: 'KrADagrad* fp32', precision: 'float32', make: (p, b, bs, rf, rm) => new KradagradStar(p, pre(b, bs, rf, 'float32', rm)) },
+  { id: 'kradstar64', label: 'KrADagrad* fp64', precision: 'float64', make: (p, b, bs, rf, rm) => new KradagradStar(p, pre(b, bs, rf, 'float64', rm)) },
+  { id: 'krad32', label: 'KrADagrad fp32', precision: 'float32', make: (p, b, bs, rf, rm) => new Kradagrad(p, pre(b, bs, rf, 'float32', rm)) },
 ];
 const DEFAULT_OPTS: StepOptId[] = ['adam', 'shampoo32', 'shampoo64', 'kradstar32', 'kradstar64', 'krad32'];
 
@@ -136,7 +140,7 @@ export interface StepReport {
   benchmark: 'step';
   version: string;
   command: string;
-  config: { sets: string[]; optimizers: string[]; rootEvery: number; warmup: number | null; steps: number | null; host: boolean };
+  config: { sets: string[]; optimizers: string[]; rootEvery: number; rootMethod?: RootMethod; warmup: number | null; steps: number | null; host: boolean };
   backends: {
     name: string;
     device: string;
@@ -214,6 +218,7 @@ export interface StepArgs {
   optimizers: StepOptId[];
   backend: BackendRequest | 'all';
   rootEvery: number;
+  rootMethod: RootMethod;
   warmup: number | null;
   steps: number | null;
   host: boolean;
@@ -230,6 +235,7 @@ export function parseStep(argv: readonly string[]): StepArgs {
       optimizers: { kind: 'value' },
       backend: { kind: 'value' },
       'root-every': { kind: 'value' },
+      'root-method': { kind: 'value' },
       warmup: { kind: 'value' },
       steps: { kind: 'value' },
       host: { kind: 'flag' },
@@ -256,6 +262,7 @@ export function parseStep(argv: readonly string[]): StepArgs {
     optimizers: opts ?? DEFAULT_OPTS,
     backend: o.choice<BackendRequest | 'all'>('backend', 'all', ['all', 'auto', 'cpu', 'cuda']),
     rootEvery: o.posInt('root-every', 20),
+    rootMethod: o.choice<RootMethod>('root-method', 'eigh', ['eigh', 'newton']),
     warmup: o.has('warmup') ? o.posInt('warmup', 1, 0) : null,
     steps: o.has('steps') ? o.posInt('steps', 1) : null,
     host: o.flag('host'),
@@ -387,7 +394,7 @@ export function runStepBench(a: StepArgs, io: Io, command = 'kradagrad bench ste
             const start = done;
             try {
               // Never refreshes after the warm-up (KrADagrad refreshes at its step 0: keep >= 1 warm-up step).
-              const plain = d.make(data.params(), p.b, set.blockSize, d.precision ? 1e9 : 1);
+              const plain = d.make(data.params(), p.b, set.blockSize, d.precision ? 1e9 : 1, a.rootMethod);
               try {
                 row.plainSamples = timeSteps(plain, data.grads, p.b, Math.max(p.warmup, d.precision ? 1 : 0), stepsFor(p, set), tick);
                 row.stateBytes = plain.stateBytes();
@@ -396,7 +403,7 @@ export function runStepBench(a: StepArgs, io: Io, command = 'kradagrad bench ste
               }
               row.plainMs = median(row.plainSamples);
               if (d.precision) {
-                const rooted = d.make(data.params(), p.b, set.blockSize, 1);
+                const rooted = d.make(data.params(), p.b, set.blockSize, 1, a.rootMethod);
                 try {
                   row.rootSamples = timeSteps(rooted, data.grads, p.b, p.warmup, stepsFor(p, set), tick);
                 } finally {
@@ -431,7 +438,7 @@ export function runStepBench(a: StepArgs, io: Io, command = 'kradagrad bench ste
     benchmark: 'step',
     version: packageVersion(),
     command,
-    config: { sets: a.sets ?? ['resnet32', 'mlp', 'single4096'], optimizers: a.optimizers, rootEvery: a.rootEvery, warmup: a.warmup, steps: a.steps, host: a.host },
+    config: { sets: a.sets ?? ['resnet32', 'mlp', 'single4096'], optimizers: a.optimizers, rootEvery: a.rootEvery, rootMethod: a.rootMethod, warmup: a.warmup, steps: a.steps, host: a.host },
     backends: plan.map((p) => ({
       name: p.b.name,
       device: p.b.device,
@@ -534,7 +541,7 @@ export function writeStep(r: StepReport, out: string, png: boolean): { json: str
   });
   const svg = groupedBarChart(groups, labels, {
     title: 'Amortized time per optimizer step',
-    subtitle: `roots every ${r.config.rootEvery} steps; ratio to Adam above the bars; float32 parameters; ${r.backends.map((b) => b.name).join(', ')}`,
+    subtitle: `roots every ${r.config.rootEvery} steps (${r.config.rootMethod ?? 'eigh'}); ratio to Adam above the bars; float32 parameters; ${r.backends.map((b) => b.name).join(', ')}`,
     xLabel: 'parameter set / backend',
     yLabel: 'ms per step (log scale)',
   });

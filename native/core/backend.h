@@ -112,7 +112,52 @@ class Backend {
   // synchronization for many tensors.
   virtual Status all_finite_many(const std::vector<DType>& dtypes, const std::vector<const void*>& ptrs,
                                  const std::vector<int64_t>& counts, std::vector<uint8_t>* finite);
+
+  // ---- multi-tensor forms: the optimizers' per-parameter work in one call. Spans may
+  // differ in dtype and size. The defaults loop the single primitives above; a device
+  // backend fuses them (one launch per dtype) and must round exactly like its single forms.
+  struct Span {
+    DType dt;
+    const void* x;
+    const void* y;
+    void* z;
+    int64_t count;
+  };
+  enum class Multi : int {
+    AXPBY = 0,     // z = a x + b z         (axpby with scalar coefficients)
+    MUL_ACC = 1,   // z = a z + b x y       (mul_acc)
+    DIV_SQRT = 2,  // z = x / (sqrt(y a) + b) (div_sqrt)
+    COPY = 3,      // z = x
+  };
+  virtual Status multi_elementwise(Multi op, const std::vector<Span>& spans, double a, double b);
+  // z *= ||x||_F / (||z||_F + eps) per span (scale_by_norm_ratio of one item each).
+  virtual Status multi_norm_ratio(const std::vector<Span>& spans, double eps);
 };
+
+inline Status Backend::multi_elementwise(Multi op, const std::vector<Span>& spans, double a, double b) {
+  for (const Span& s : spans) {
+    switch (op) {
+      case Multi::AXPBY:
+        KRAD_RETURN_IF_ERROR(axpby(s.dt, 1, s.count, nullptr, a, s.x, nullptr, b, s.z));
+        break;
+      case Multi::MUL_ACC:
+        KRAD_RETURN_IF_ERROR(mul_acc(s.dt, static_cast<size_t>(s.count), a, b, s.x, s.y, s.z));
+        break;
+      case Multi::DIV_SQRT:
+        KRAD_RETURN_IF_ERROR(div_sqrt(s.dt, static_cast<size_t>(s.count), s.x, s.y, a, b, s.z));
+        break;
+      case Multi::COPY:
+        KRAD_RETURN_IF_ERROR(copy(s.z, s.x, static_cast<size_t>(s.count) * dtype_size(s.dt)));
+        break;
+    }
+  }
+  return Status::Ok();
+}
+
+inline Status Backend::multi_norm_ratio(const std::vector<Span>& spans, double eps) {
+  for (const Span& s : spans) KRAD_RETURN_IF_ERROR(scale_by_norm_ratio(s.dt, s.z, s.x, 1, s.count, eps));
+  return Status::Ok();
+}
 
 inline Status Backend::scale_by_norm_ratio(DType dt, void* d, const void* a, int64_t batch, int64_t count,
                                            double eps) {

@@ -500,56 +500,76 @@ Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, 
 Status axpby_many(const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& ys, double alpha, double beta) {
   const char* op = "axpby_many";
   KRAD_RETURN_IF_ERROR(need_lengths(op, xs.size(), {ys.size()}));
-  return for_all(
+  std::vector<Backend::Span> spans;
+  KRAD_RETURN_IF_ERROR(for_all(
       op, xs.size(), joined(xs, ys), [&](size_t i) { return check_axpby(*xs[i], *ys[i]); },
       [&](size_t i) {
-        Tensor& y = *ys[i];
-        return y.backend()->axpby(y.dtype(), 1, y.numel(), nullptr, alpha, xs[i]->data(), nullptr, beta, y.data());
-      });
+        spans.push_back({ys[i]->dtype(), xs[i]->data(), nullptr, ys[i]->data(), ys[i]->numel()});
+        return Status::Ok();
+      }));
+  return spans.empty() ? Status::Ok() : xs[0]->backend()->multi_elementwise(Backend::Multi::AXPBY, spans, alpha, beta);
 }
 
 Status copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts) {
   const char* op = "copy_many";
   KRAD_RETURN_IF_ERROR(need_lengths(op, srcs.size(), {dsts.size()}));
-  return for_all(
+  std::vector<Backend::Span> spans;  // same-dtype copies, fused; casts run one by one
+  KRAD_RETURN_IF_ERROR(for_all(
       op, srcs.size(), joined(srcs, dsts), [&](size_t i) { return check_copy(*srcs[i], *dsts[i]); },
-      [&](size_t i) { return copy(*srcs[i], *dsts[i]); });
+      [&](size_t i) {
+        const Tensor& s = *srcs[i];
+        Tensor& d = *dsts[i];
+        if (s.dtype() != d.dtype()) return copy(s, d);
+        if (s.data() != d.data()) spans.push_back({d.dtype(), s.data(), nullptr, d.data(), d.numel()});
+        return Status::Ok();
+      }));
+  return spans.empty() ? Status::Ok() : srcs[0]->backend()->multi_elementwise(Backend::Multi::COPY, spans, 0, 0);
 }
 
 Status mul_acc_many(const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& ys,
                     const std::vector<Tensor*>& accs, double a, double b) {
   const char* op = "mul_acc_many";
   KRAD_RETURN_IF_ERROR(need_lengths(op, xs.size(), {ys.size(), accs.size()}));
-  return for_all(
+  std::vector<Backend::Span> spans;
+  KRAD_RETURN_IF_ERROR(for_all(
       op, xs.size(), joined(xs, ys, accs), [&](size_t i) { return check_mul_acc(*xs[i], *ys[i], *accs[i]); },
       [&](size_t i) {
-        Tensor& acc = *accs[i];
-        return acc.backend()->mul_acc(acc.dtype(), (size_t)acc.numel(), a, b, xs[i]->data(), ys[i]->data(), acc.data());
-      });
+        spans.push_back({accs[i]->dtype(), xs[i]->data(), ys[i]->data(), accs[i]->data(), accs[i]->numel()});
+        return Status::Ok();
+      }));
+  return spans.empty() ? Status::Ok() : xs[0]->backend()->multi_elementwise(Backend::Multi::MUL_ACC, spans, a, b);
 }
 
 Status div_sqrt_many(const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& accs,
                      const std::vector<Tensor*>& outs, double scale, double eps) {
   const char* op = "div_sqrt_many";
   KRAD_RETURN_IF_ERROR(need_lengths(op, xs.size(), {accs.size(), outs.size()}));
-  return for_all(
+  std::vector<Backend::Span> spans;
+  KRAD_RETURN_IF_ERROR(for_all(
       op, xs.size(), joined(xs, accs, outs), [&](size_t i) { return check_div_sqrt(*xs[i], *accs[i], *outs[i]); },
       [&](size_t i) {
-        Tensor& out = *outs[i];
-        return out.backend()->div_sqrt(out.dtype(), (size_t)out.numel(), xs[i]->data(), accs[i]->data(), scale, eps,
-                                       out.data());
-      });
+        spans.push_back({outs[i]->dtype(), xs[i]->data(), accs[i]->data(), outs[i]->data(), outs[i]->numel()});
+        return Status::Ok();
+      }));
+  return spans.empty() ? Status::Ok()
+                       : xs[0]->backend()->multi_elementwise(Backend::Multi::DIV_SQRT, spans, scale, eps);
 }
 
 Status scale_by_norm_ratio_many(const std::vector<Tensor*>& ds, const std::vector<const Tensor*>& as, double eps) {
   const char* op = "scale_by_norm_ratio_many";
   KRAD_RETURN_IF_ERROR(need_lengths(op, ds.size(), {as.size()}));
-  return for_all(
+  std::vector<Backend::Span> spans;  // one per item
+  KRAD_RETURN_IF_ERROR(for_all(
       op, ds.size(), joined(ds, as), [&](size_t i) { return check_norm_ratio(*ds[i], *as[i], eps); },
       [&](size_t i) {
-        Tensor& d = *ds[i];
-        return d.backend()->scale_by_norm_ratio(d.dtype(), d.data(), as[i]->data(), d.batch(), d.item_numel(), eps);
-      });
+        const Tensor& d = *ds[i];
+        const size_t item = static_cast<size_t>(d.item_numel()) * dtype_size(d.dtype());
+        for (int64_t b = 0; b < d.batch(); ++b)
+          spans.push_back({d.dtype(), static_cast<const char*>(as[i]->data()) + b * item, nullptr,
+                           static_cast<char*>(d.data()) + b * item, d.item_numel()});
+        return Status::Ok();
+      }));
+  return spans.empty() ? Status::Ok() : ds[0]->backend()->multi_norm_ratio(spans, eps);
 }
 
 Status boxes_many(const std::vector<Tensor*>& fulls, Tensor& blocks, const std::vector<std::vector<int64_t>>& offsets,

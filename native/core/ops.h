@@ -61,8 +61,9 @@ Status all_finite_many(const std::vector<const Tensor*>& xs, std::vector<uint8_t
 Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, bool scatter, int64_t first = 0);
 
 // Multi-tensor forms of the per-parameter ops (the optimizers' "foreach" work): entry i
-// of each list pairs up; entries may differ in dtype and size. Every entry is checked
-// before any runs (a bad entry changes nothing; its index is in the message and info).
+// of each list pairs up; entries may differ in dtype and size but must not overlap one
+// another (a backend may run them in any order, fused). Every entry is checked before any
+// runs (a bad entry changes nothing; its index is in the message and info).
 Status axpby_many(const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& ys, double alpha, double beta);
 Status copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts);
 Status mul_acc_many(const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& ys,

@@ -323,6 +323,63 @@ class CudaBackend final : public Backend {
   }
 
   // ---- block gather/scatter -----------------------------------------------------------
+  // ---- multi-tensor forms: one launch per dtype over a span table in device memory ------
+  Status multi_elementwise(Multi op, const std::vector<Span>& spans, double a, double b) override {
+    if (std::getenv("KRADAGRAD_CUDA_NO_FUSED_MULTI")) return Backend::multi_elementwise(op, spans, a, b);
+    Guard g(this);
+    for (DType dt : {DType::F32, DType::F64}) {
+      int64_t max_count = 0;
+      std::vector<kk::MultiSpan> table;
+      for (const Span& s : spans)
+        if (s.dt == dt && s.count > 0) {
+          table.push_back({s.x, s.y, s.z, s.count});
+          max_count = std::max(max_count, s.count);
+        }
+      if (table.empty()) continue;
+      const size_t bytes = table.size() * sizeof(kk::MultiSpan);
+      KRAD_RETURN_IF_ERROR(ensure(&multi_, bytes));
+      KRAD_RETURN_IF_ERROR(h2d(multi_.ptr, table.data(), bytes));
+      KRAD_CUDA(kk::multi_elementwise(dt, static_cast<int>(op), static_cast<const kk::MultiSpan*>(multi_.ptr),
+                                      (int64_t)table.size(), max_count, a, b, stream_),
+                "multi-tensor elementwise kernel");
+    }
+    return Status::Ok();
+  }
+  Status multi_norm_ratio(const std::vector<Span>& spans, double eps) override {
+    if (std::getenv("KRADAGRAD_CUDA_NO_FUSED_MULTI")) return Backend::multi_norm_ratio(spans, eps);
+    Guard g(this);
+    for (DType dt : {DType::F32, DType::F64}) {
+      std::vector<kk::MultiSpan> table;
+      std::vector<int64_t> off{0};
+      int64_t max_chunks = 0, max_count = 0;
+      for (const Span& s : spans)
+        if (s.dt == dt) {
+          const int64_t c = kk::dot_chunks(s.count);
+          table.push_back({s.x, nullptr, s.z, s.count});
+          off.push_back(off.back() + c);
+          max_chunks = std::max(max_chunks, c);
+          max_count = std::max(max_count, s.count);
+        }
+      if (table.empty()) continue;
+      const int64_t n = (int64_t)table.size(), chunks = off.back();
+      // One upload: the span table, then the chunk offsets (both 8-byte aligned).
+      const size_t tb = table.size() * sizeof(kk::MultiSpan), ob = off.size() * sizeof(int64_t);
+      std::vector<char> meta(tb + ob);
+      std::memcpy(meta.data(), table.data(), tb);
+      std::memcpy(meta.data() + tb, off.data(), ob);
+      KRAD_RETURN_IF_ERROR(ensure(&multi_, meta.size()));
+      KRAD_RETURN_IF_ERROR(h2d(multi_.ptr, meta.data(), meta.size()));
+      KRAD_RETURN_IF_ERROR(ensure(&scratch_, (2 * chunks + n) * sizeof(double)));
+      double* pa = static_cast<double*>(scratch_.ptr);
+      double *pd = pa + chunks, *f = pd + chunks;
+      const auto* dspans = static_cast<const kk::MultiSpan*>(multi_.ptr);
+      const auto* doff = reinterpret_cast<const int64_t*>(static_cast<const char*>(multi_.ptr) + tb);
+      KRAD_CUDA(kk::multi_norm_ratio(dt, dspans, doff, n, max_chunks, max_count, eps, pa, pd, f, stream_),
+                "multi-tensor norm ratio kernels");
+    }
+    return Status::Ok();
+  }
+
   Status boxes(DType dt, void* src, const std::vector<int64_t>& sd, const std::vector<int64_t>& bd,
                const std::vector<int64_t>& offsets, void* dst, bool scatter) override {
     Guard g(this);
@@ -458,7 +515,7 @@ class CudaBackend final : public Backend {
   cusolverDnHandle_t solver_ = nullptr;
   syevjInfo_t syevj_ = nullptr;
   std::string device_desc_;
-  DevBuf scratch_, flags_, coef_, meta_, infos_;
+  DevBuf scratch_, flags_, coef_, meta_, infos_, multi_;
   void* res_host_ = nullptr;
   size_t res_cap_ = 0;
   void* ring_host_ = nullptr;

@@ -242,6 +242,87 @@ __global__ void boxes_k(T* src, const int64_t* meta, int r, int64_t box_numel, s
   }
 }
 
+
+// ---- multi-tensor forms: blockIdx.y walks the spans, blockIdx.x/threadIdx.x the elements
+// of each. Every op repeats its single kernel's arithmetic (same rounded intrinsics, same
+// coefficient casts), so fused and one-by-one results are bit-identical.
+template <typename T, int OP>
+__global__ void multi_ew_k(const MultiSpan* spans, int64_t nspan, double a_, double b_) {
+  const T a = static_cast<T>(a_), b = static_cast<T>(b_);
+  for (int64_t s = blockIdx.y; s < nspan; s += gridDim.y) {
+    const MultiSpan sp = spans[s];
+    const T* x = static_cast<const T*>(sp.x);
+    const T* y = static_cast<const T*>(sp.y);
+    T* z = static_cast<T*>(sp.z);
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < sp.count; i += (int64_t)blockDim.x * gridDim.x) {
+      if (OP == kMultiAxpby) {  // axpby_k with scalar coefficients
+        if (a == T(0))
+          z[i] = mul_rn(b, z[i]);
+        else if (b == T(0))
+          z[i] = mul_rn(a, x[i]);
+        else
+          z[i] = add_rn(mul_rn(a, x[i]), mul_rn(b, z[i]));
+      } else if (OP == kMultiMulAcc) {  // mul_acc_k
+        z[i] = add_rn(mul_rn(a, z[i]), mul_rn(mul_rn(b, x[i]), y[i]));
+      } else if (OP == kMultiDivSqrt) {  // div_sqrt_k: scale a, eps b
+        z[i] = div_rn(x[i], add_rn(sqrt_rn(mul_rn(y[i], a)), b));
+      } else {  // copy
+        z[i] = x[i];
+      }
+    }
+  }
+}
+
+// Norm grafting of many spans, as dot_partial_k + sum_partials_k + norm_ratio_k + axpby_k
+// do for one: span s uses chunks = off[s+1] - off[s] blocks (dot_chunks of its count),
+// each striding by blockDim.x * chunks, so its partial sums are the single form's.
+template <typename T>
+__global__ void multi_dot2_partial_k(const MultiSpan* spans, const int64_t* off, int64_t nspan, double* pa,
+                                     double* pd) {
+  for (int64_t s = blockIdx.y; s < nspan; s += gridDim.y) {
+    const int64_t chunks = off[s + 1] - off[s];
+    if ((int64_t)blockIdx.x >= chunks) continue;  // uniform per block: block_sum's barriers stay safe
+    const MultiSpan sp = spans[s];
+    const T* a = static_cast<const T*>(sp.x);
+    const T* d = static_cast<const T*>(sp.z);
+    double sa = 0, sd = 0;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < sp.count; i += (int64_t)blockDim.x * chunks) {
+      sa += static_cast<double>(a[i]) * static_cast<double>(a[i]);
+      sd += static_cast<double>(d[i]) * static_cast<double>(d[i]);
+    }
+    sa = block_sum(sa);
+    sd = block_sum(sd);
+    if (threadIdx.x == 0) {
+      pa[off[s] + blockIdx.x] = sa;
+      pd[off[s] + blockIdx.x] = sd;
+    }
+  }
+}
+__global__ void multi_norm_ratio_k(const int64_t* off, int64_t nspan, const double* pa, const double* pd, double eps,
+                                   double* f) {
+  KRAD_GRID_STRIDE(s, (size_t)nspan) {
+    double na = 0, nd = 0;
+    for (int64_t c = off[s]; c < off[s + 1]; ++c) na += pa[c];
+    for (int64_t c = off[s]; c < off[s + 1]; ++c) nd += pd[c];
+    f[s] = sqrt(na) / (sqrt(nd) + eps);
+  }
+}
+template <typename T>
+__global__ void multi_scale_k(const MultiSpan* spans, int64_t nspan, const double* f) {
+  for (int64_t s = blockIdx.y; s < nspan; s += gridDim.y) {
+    const MultiSpan sp = spans[s];
+    T* z = static_cast<T*>(sp.z);
+    const T be = static_cast<T>(f[s]);
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < sp.count; i += (int64_t)blockDim.x * gridDim.x)
+      z[i] = mul_rn(be, z[i]);
+  }
+}
+
+// Blocks per span for the elementwise multi kernels: enough for the largest span, capped
+// so that small spans do not launch a sea of idle blocks.
+dim3 multi_grid(int64_t nspan, int64_t max_count) {
+  return dim3(std::min<unsigned>(grid_for((size_t)max_count), 1024u), grid_y(nspan));
+}
 }  // namespace
 
 #define KRAD_DISPATCH(dt, ...)         \
@@ -396,6 +477,38 @@ cudaError_t boxes(DType dt, void* src, const int64_t* meta, int r, int64_t nbox,
   return cudaGetLastError();
 }
 
+cudaError_t multi_elementwise(DType dt, int op, const MultiSpan* spans, int64_t nspan, int64_t max_count, double a,
+                              double b, cudaStream_t s) {
+  if (nspan <= 0 || max_count <= 0) return cudaSuccess;
+  const dim3 grid = multi_grid(nspan, max_count);
+  switch (op) {
+    case kMultiAxpby:
+      KRAD_DISPATCH(dt, multi_ew_k<T, kMultiAxpby><<<grid, kThreads, 0, s>>>(spans, nspan, a, b));
+      break;
+    case kMultiMulAcc:
+      KRAD_DISPATCH(dt, multi_ew_k<T, kMultiMulAcc><<<grid, kThreads, 0, s>>>(spans, nspan, a, b));
+      break;
+    case kMultiDivSqrt:
+      KRAD_DISPATCH(dt, multi_ew_k<T, kMultiDivSqrt><<<grid, kThreads, 0, s>>>(spans, nspan, a, b));
+      break;
+    case kMultiCopy:
+      KRAD_DISPATCH(dt, multi_ew_k<T, kMultiCopy><<<grid, kThreads, 0, s>>>(spans, nspan, a, b));
+      break;
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+cudaError_t multi_norm_ratio(DType dt, const MultiSpan* spans, const int64_t* off, int64_t nspan, int64_t max_chunks,
+                             int64_t max_count, double eps, double* pa, double* pd, double* f, cudaStream_t s) {
+  if (nspan <= 0) return cudaSuccess;
+  const dim3 pgrid((unsigned)std::max<int64_t>(max_chunks, 1), grid_y(nspan));
+  KRAD_DISPATCH(dt, multi_dot2_partial_k<T><<<pgrid, kThreads, 0, s>>>(spans, off, nspan, pa, pd));
+  multi_norm_ratio_k<<<grid_for((size_t)nspan), kThreads, 0, s>>>(off, nspan, pa, pd, eps, f);
+  if (max_count > 0)
+    KRAD_DISPATCH(dt, multi_scale_k<T><<<multi_grid(nspan, max_count), kThreads, 0, s>>>(spans, nspan, f));
+  return cudaGetLastError();
+}
 cudaError_t probe() {
   cudaFuncAttributes attr;
   return cudaFuncGetAttributes(&attr, fill_k<float>);

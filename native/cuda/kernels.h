@@ -55,6 +55,22 @@ cudaError_t inverse_coeffs(const double* x, int64_t n, bool trace, double* r, in
 cudaError_t boxes(DType dt, void* src, const int64_t* meta, int r, int64_t nbox, int64_t box_numel, void* dst,
                   bool scatter, cudaStream_t s);
 
+// Multi-tensor forms (one launch per dtype). A span's roles follow Backend::Span; `op` is
+// Backend::Multi as an int (the constants below). Tables live in device memory.
+struct MultiSpan {
+  const void* x;
+  const void* y;
+  void* z;
+  int64_t count;
+};
+constexpr int kMultiAxpby = 0, kMultiMulAcc = 1, kMultiDivSqrt = 2, kMultiCopy = 3;
+cudaError_t multi_elementwise(DType dt, int op, const MultiSpan* spans, int64_t nspan, int64_t max_count, double a,
+                              double b, cudaStream_t s);
+// z *= ||x|| / (||z|| + eps) per span. off: nspan + 1 prefix sums of dot_chunks(count);
+// pa, pd: off[nspan] doubles each; f: nspan doubles.
+cudaError_t multi_norm_ratio(DType dt, const MultiSpan* spans, const int64_t* off, int64_t nspan, int64_t max_chunks,
+                             int64_t max_count, double eps, double* pa, double* pd, double* f, cudaStream_t s);
+
 // Probes that the module has a kernel image for the current device.
 cudaError_t probe();
 
