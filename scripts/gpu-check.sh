@@ -118,6 +118,13 @@ main() {
     step "ops: CUDA vs CPU, float32 + float64; eigh timings" 200 node dist/bench/gpu-ops.js --out="$results" --bench-eigh
   fi
 
+  # 3b. compute-sanitizer memcheck over the fused multi-tensor kernels and the single
+  #     kernels they mirror (when the sanitizer is on the machine; not in the self-test).
+  if [ "$self" != 1 ] && command -v compute-sanitizer >/dev/null 2>&1; then
+    step "compute-sanitizer memcheck: multi-tensor and elementwise kernels" 120 compute-sanitizer --tool memcheck \
+      --error-exitcode 1 node dist/bench/gpu-ops.js --filter='multi-tensor|axpby|scaleByNormRatio|boxes'
+  fi
+
   # 4. further steps: one line each; they run when their compiled script exists. Each
   #    should print the device name and write its JSON into bench/results/.
   local be=cuda
@@ -135,12 +142,14 @@ main() {
   # Side-by-side variants of the step benchmark (same machine, same run):
   #  - the multi-tensor ops one by one instead of fused (the "before" of the fused kernels);
   #  - roots by the batched GEMM-only coupled Newton iteration instead of eigh.
+  local vsets=resnet32,mlp
+  [ "$self" = 1 ] && vsets=tiny  # the CPU takes minutes per MLP step variant
   if [ -f dist/lib/cli/main.js ]; then
     step "step benchmark, multi-tensor ops unfused ($be)" 90 env KRADAGRAD_CUDA_NO_FUSED_MULTI=1 node dist/lib/cli/main.js \
-      bench step --backend "$be" --sets resnet32,mlp --optimizers adam,shampoo32,kradstar32 --no-png \
+      bench step --backend "$be" --sets "$vsets" --optimizers adam,shampoo32,kradstar32 --no-png \
       --out "$results/step-unfused-$be-$stamp"
     step "step benchmark, rootMethod newton ($be)" 120 node dist/lib/cli/main.js bench step --backend "$be" \
-      --sets resnet32,mlp --optimizers shampoo32,kradstar32 --root-method newton --no-png \
+      --sets "$vsets" --optimizers shampoo32,kradstar32 --root-method newton --no-png \
       --out "$results/step-newton-$be-$stamp"
   fi
   optional "conditioning benchmark ($be)" 90 dist/lib/cli/main.js bench conditioning --backend "$be" --no-png \

@@ -84,7 +84,7 @@ const built = fs.existsSync(cudaAddonPath);
   };
   // Without the large-batch cases (those exist for the GPU's grid and chunk limits): this
   // part runs in every CI job and should stay quick.
-  const big = /70000|70001|200003|100000|n:300|n:130/;
+  const big = /70000|70001|200003|100000|300001|n:300|n:130/;
   const cases = built ? opCases().filter((c) => !c.deviceOnly && !big.test(c.name)) : [];
   test.each(cases.map((c) => [c.name, c] as const))('CPU inside the CUDA addon: %s', async (_name, c) => {
     const r = await runCase(c, cpu, self());
