@@ -282,6 +282,10 @@ function gramModeCases(): OpCase[] {
     { shape: [4, 6, 3], mode: 2, batch: 1, alpha: 2, beta: 0 },
     { shape: [3, 33, 2, 5], mode: 1, batch: 2, alpha: 1, beta: 0 },
     { shape: [70, 40, 3], mode: 1, batch: 2, alpha: 1, beta: 0 },
+    // n >= 256: the CUDA backend's syrk path (G G^T, G^T G and a transposed unfolding; beta != 0).
+    { shape: [300, 70], mode: 0, batch: 2, alpha: 1, beta: 0 },
+    { shape: [50, 260], mode: 1, batch: 1, alpha: 0.5, beta: 1.5 },
+    { shape: [3, 257, 4], mode: 1, batch: 2, alpha: 1, beta: 0 },
   ];
   for (const dt of DTYPES)
     for (const g of grams)
@@ -299,6 +303,12 @@ function gramModeCases(): OpCase[] {
             const gg = rd(p.keep(ops.gram(p.ref64(absArr(x), g.shape, g.batch), g.mode)));
             const tol = Float64Array.from(gg, (v, i) => 4 * (k + 2) * U[dt] * (Math.abs(g.alpha) * v + Math.abs(g.beta) * Math.abs(h0[i])));
             chk.close('H', rd(Hd), rd(Hr), tol);
+            if (g.beta === 0) {
+              // A Gram matrix comes out exactly symmetric on every backend.
+              const h = rd(Hd), ht = new Float64Array(h.length);
+              for (let b = 0; b < g.batch; b++) for (let i = 0; i < q; i++) for (let j = 0; j < q; j++) ht[b * q * q + j * q + i] = h[b * q * q + i * q + j];
+              chk.equal('H symmetric', h, ht);
+            }
           } finally {
             p.dispose();
           }

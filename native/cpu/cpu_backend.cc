@@ -26,6 +26,22 @@ void gemm_t(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, con
   }
 }
 
+// C = alpha op(A) op(A)^T per item: BLAS syrk fills the lower triangle, mirrored onto the upper.
+template <typename T>
+void syrk_t(bool trans, int64_t n, int64_t k, double alpha, const T* a, int64_t lda, int64_t sa, T* c,
+            int64_t batch) {
+  const CBLAS_TRANSPOSE t = trans ? CblasTrans : CblasNoTrans;
+  for (int64_t b = 0; b < batch; ++b) {
+    T* cb = c + b * n * n;
+    if constexpr (sizeof(T) == 4)
+      cblas_ssyrk(CblasRowMajor, CblasLower, t, (int)n, (int)k, (float)alpha, a + b * sa, (int)lda, 0.0f, cb, (int)n);
+    else
+      cblas_dsyrk(CblasRowMajor, CblasLower, t, (int)n, (int)k, alpha, a + b * sa, (int)lda, 0.0, cb, (int)n);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = i + 1; j < n; ++j) cb[i * n + j] = cb[j * n + i];
+  }
+}
+
 template <typename T>
 void transpose3_t(const T* src, T* dst, int64_t batch, int64_t p, int64_t q, int64_t r) {
   const int64_t item = p * q * r;
@@ -132,6 +148,17 @@ class CpuBackend final : public Backend {
       transpose3_t((const float*)src, (float*)dst, batch, p, q, r);
     else
       transpose3_t((const double*)src, (double*)dst, batch, p, q, r);
+    return Status::Ok();
+  }
+
+  Status syrk(DType dt, bool trans, int64_t n, int64_t k, double alpha, const void* a, int64_t lda, int64_t sa,
+              void* c, int64_t batch) override {
+    if (n <= 0 || batch <= 0) return Status::Ok();
+    if (k == 0) return fill(dt, c, (size_t)(n * n * batch), 0.0);
+    if (dt == DType::F32)
+      syrk_t(trans, n, k, alpha, (const float*)a, lda, sa, (float*)c, batch);
+    else
+      syrk_t(trans, n, k, alpha, (const double*)a, lda, sa, (double*)c, batch);
     return Status::Ok();
   }
 

@@ -98,6 +98,10 @@ const char* cusolver_name(cusolverStatus_t s) {
 enum class EighMethod { SYEVD, SYEVJ };
 // Matrices up to this size that would go to looped syevd are solved by LAPACK on the host.
 constexpr int64_t kHostEighMaxN = 64;
+// syrk (looped per item) instead of one strided-batched gemm for Gram products from this
+// size up, for at most this many items.
+constexpr int64_t kSyrkMinN = 256;
+constexpr int64_t kSyrkMaxBatch = 64;
 struct EighChoice {
   EighMethod method;
   bool forced;  // by the environment variable: no silent fallback then
@@ -194,6 +198,39 @@ class CudaBackend final : public Backend {
                     "DgemmStridedBatched");
       }
     }
+    return Status::Ok();
+  }
+
+  // Gram products of large items: cuBLAS syrk per item (half a gemm's flops) and a mirror
+  // of its triangle. Many small items stay one strided-batched gemm (the default), which
+  // launches once. KRADAGRAD_CUDA_NO_SYRK=1 keeps the gemm everywhere (for comparisons).
+  Status syrk(DType dt, bool trans, int64_t n, int64_t k, double alpha, const void* a, int64_t lda, int64_t sa,
+              void* c, int64_t batch) override {
+    if (n < kSyrkMinN || batch > kSyrkMaxBatch || k <= 0 || std::getenv("KRADAGRAD_CUDA_NO_SYRK"))
+      return Backend::syrk(dt, trans, n, k, alpha, a, lda, sa, c, batch);  // takes the lock itself
+    Guard g(this);
+    const size_t es = dtype_size(dt);
+    // Row-major C = op(A) op(A)^T is, column-major, X^T X (trans = false; X = A^T, the k x n
+    // column-major view of the n x k row-major A, leading dimension lda) or Y Y^T (trans =
+    // true; Y = A^T, the n x k view of the k x n row-major A). cuBLAS writes the upper
+    // triangle, which is the row-major lower one; the kernel then mirrors it.
+    const cublasOperation_t op = trans ? CUBLAS_OP_N : CUBLAS_OP_T;
+    for (int64_t b = 0; b < batch; ++b) {
+      const char* pa = static_cast<const char*>(a) + b * sa * es;
+      char* pc = static_cast<char*>(c) + b * n * n * es;
+      if (dt == DType::F32) {
+        const float fa = (float)alpha, fz = 0.0f;
+        KRAD_CUBLAS(cublasSsyrk(blas_, CUBLAS_FILL_MODE_UPPER, op, (int)n, (int)k, &fa, (const float*)pa, (int)lda, &fz,
+                                (float*)pc, (int)n),
+                    "Ssyrk");
+      } else {
+        const double z = 0.0;
+        KRAD_CUBLAS(cublasDsyrk(blas_, CUBLAS_FILL_MODE_UPPER, op, (int)n, (int)k, &alpha, (const double*)pa, (int)lda,
+                                &z, (double*)pc, (int)n),
+                    "Dsyrk");
+      }
+    }
+    KRAD_CUDA(kk::mirror_lower(dt, c, n, batch, stream_), "mirror_lower kernel");
     return Status::Ok();
   }
 

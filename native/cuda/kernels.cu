@@ -211,6 +211,15 @@ __global__ void all_finite_k(const T* x, int64_t batch, int64_t count, uint8_t* 
   }
 }
 
+// Row-major upper triangle <- lower triangle (the lower one is only read: no race).
+template <typename T>
+__global__ void mirror_lower_k(T* a, int64_t n, size_t total) {
+  KRAD_GRID_STRIDE(idx, total) {
+    const int64_t b = (int64_t)idx / (n * n), rem = (int64_t)idx % (n * n), i = rem / n, j = rem % n;
+    if (i < j) a[idx] = a[b * n * n + j * n + i];
+  }
+}
+
 template <typename T>
 __global__ void eigh_input_k(T* a, int64_t n, size_t total, const uint8_t* finite) {
   KRAD_GRID_STRIDE(idx, total) {
@@ -461,6 +470,12 @@ cudaError_t all_finite(DType dt, const void* x, int64_t batch, int64_t count, ui
   return cudaGetLastError();
 }
 
+cudaError_t mirror_lower(DType dt, void* a, int64_t n, int64_t batch, cudaStream_t s) {
+  const size_t total = (size_t)n * n * batch;
+  if (!total) return cudaSuccess;
+  KRAD_DISPATCH(dt, mirror_lower_k<T><<<grid_for(total), kThreads, 0, s>>>((T*)a, n, total));
+  return cudaGetLastError();
+}
 cudaError_t eigh_input(DType dt, void* a, int64_t n, int64_t batch, const uint8_t* finite, cudaStream_t s) {
   const size_t total = (size_t)n * n * batch;
   if (!total) return cudaSuccess;

@@ -31,6 +31,8 @@ cudaError_t div_sqrt(DType dt, size_t count, const void* x, const void* acc, dou
 cudaError_t add_identity(DType dt, void* a, int64_t n, int64_t batch, const double* alphas, double alpha,
                          cudaStream_t s);
 cudaError_t symmetrize(DType dt, void* a, int64_t n, int64_t batch, cudaStream_t s);
+// Row-major A_b[i][j] = A_b[j][i] for i < j (upper <- lower).
+cudaError_t mirror_lower(DType dt, void* a, int64_t n, int64_t batch, cudaStream_t s);
 
 // Per-item sums in double, deterministic (fixed two-pass order). `partials` needs
 // batch * dot_chunks(count) doubles.
