@@ -365,6 +365,9 @@ function eighCases(): OpCase[] {
     { n: 40, batch: 2, method: 'syevj' },
     { n: 96, batch: 1, method: 'syevj' },
     { n: 64, batch: 3, method: 'syevd' },
+    // n >= 128 with several items: concurrent syevd on the auxiliary streams (CUDA).
+    { n: 130, batch: 5, method: 'syevd' },
+    { n: 260, batch: 3, method: 'syevd', bad: 1, badValue: NaN },
     { n: 8, batch: 3, method: 'syevj', bad: 1, badValue: NaN },
     { n: 8, batch: 3, method: 'syevd', bad: 2, badValue: Infinity },
     { n: 50, batch: 4, method: 'auto', bad: 0, badValue: -Infinity },
@@ -953,10 +956,13 @@ export function benchEigh(dev: Backend, configs: { n: number; batch: number }[],
       const a = rng.normals(batch * n * n);
       const A = dev.fromArray(typed(dt, a), [n, n], batch);
       const row: EighTiming = { dtype: dt, n, batch, ms: {} };
-      for (const method of ['syevd', 'syevj', 'auto']) {
+      for (const method of ['syevd', 'syevd x1', 'syevj', 'auto']) {
         const times: number[] = [];
         try {
-          withEnv('KRADAGRAD_CUDA_EIGH', method === 'auto' ? undefined : method, () => {
+          // 'syevd x1': the looped syevd one matrix at a time (no concurrent lanes).
+          const lanes = method === 'syevd x1' ? '1' : undefined;
+          const forced = method === 'auto' ? undefined : method.split(' ')[0];
+          withEnv('KRADAGRAD_CUDA_EIGH_STREAMS', lanes, () => withEnv('KRADAGRAD_CUDA_EIGH', forced, () => {
             for (let r = 0; r <= reps; r++) {
               const t0 = process.hrtime.bigint();
               const e = ops.eigh(A, { allowFailures: true }); // returns info: synchronized
@@ -966,7 +972,7 @@ export function benchEigh(dev: Backend, configs: { n: number; batch: number }[],
               if (r > 0 || t > 1000) times.push(t); // the first call warms up (workspace, pool)
               if (t > 1000) break; // slow path: one timing is enough
             }
-          });
+          }));
           times.sort((x, y) => x - y);
           row.ms[method] = times[Math.floor(times.length / 2)];
         } catch (e) {
@@ -1032,11 +1038,12 @@ async function main(): Promise<void> {
       { n: 128, batch: 1 },
       { n: 512, batch: 4 },
       { n: 1024, batch: 1 },
+      { n: 1024, batch: 12 }, // the MLP set's factors: one group of 12 blocks per dim
     ];
     eigh = benchEigh(dev, configs);
-    console.log('\neigh ms/call (median of 3 after a warm-up): dtype n batch | syevd loop | syevjBatched | auto');
+    console.log('\neigh ms/call (median of 3 after a warm-up): dtype n batch | syevd loop | syevd loop, 1 lane | syevjBatched | auto');
     for (const r of eigh) {
-      console.log(`${r.dtype} ${String(r.n).padStart(5)} ${String(r.batch).padStart(5)} | ${r.ms.syevd.toFixed(2).padStart(9)} | ${r.ms.syevj.toFixed(2).padStart(9)} | ${r.ms.auto.toFixed(2).padStart(9)}${r.errors ? `  errors: ${JSON.stringify(r.errors)}` : ''}`);
+      console.log(`${r.dtype} ${String(r.n).padStart(5)} ${String(r.batch).padStart(5)} | ${r.ms.syevd.toFixed(2).padStart(9)} | ${r.ms['syevd x1'].toFixed(2).padStart(9)} | ${r.ms.syevj.toFixed(2).padStart(9)} | ${r.ms.auto.toFixed(2).padStart(9)}${r.errors ? `  errors: ${JSON.stringify(r.errors)}` : ''}`);
     }
   }
   if (outDir) {

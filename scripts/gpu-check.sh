@@ -140,14 +140,17 @@ main() {
   optional "step benchmark ($be)" 240 dist/lib/cli/main.js bench step --backend "$be" --no-png \
     --out "$results/step-$be-$stamp"
   # Side-by-side variants of the step benchmark (same machine, same run):
-  #  - the multi-tensor ops one by one instead of fused (the "before" of the fused kernels);
+  #  - the previous kernels: multi-tensor ops one launch per parameter instead of fused,
+  #    Gram products by batched gemm instead of syrk, and one syevd at a time instead of
+  #    four concurrent lanes (the "before" of all three);
   #  - roots by the batched GEMM-only coupled Newton iteration instead of eigh.
   local vsets=resnet32,mlp
   [ "$self" = 1 ] && vsets=tiny  # the CPU takes minutes per MLP step variant
   if [ -f dist/lib/cli/main.js ]; then
-    step "step benchmark, multi-tensor ops unfused ($be)" 90 env KRADAGRAD_CUDA_NO_FUSED_MULTI=1 node dist/lib/cli/main.js \
+    step "step benchmark, previous kernels: unfused multi-tensor ops, gemm Gram, serial syevd ($be)" 90 \
+      env KRADAGRAD_CUDA_NO_FUSED_MULTI=1 KRADAGRAD_CUDA_NO_SYRK=1 KRADAGRAD_CUDA_EIGH_STREAMS=1 node dist/lib/cli/main.js \
       bench step --backend "$be" --sets "$vsets" --optimizers adam,shampoo32,kradstar32 --no-png \
-      --out "$results/step-unfused-$be-$stamp"
+      --out "$results/step-previous-$be-$stamp"
     step "step benchmark, rootMethod newton ($be)" 120 node dist/lib/cli/main.js bench step --backend "$be" \
       --sets "$vsets" --optimizers shampoo32,kradstar32 --root-method newton --no-png \
       --out "$results/step-newton-$be-$stamp"

@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,10 @@ Status cuda_status(cudaError_t e, const std::string& what) {
   (void)cudaGetLastError();
   const Code c = e == cudaErrorMemoryAllocation ? Code::CUDA_OOM : Code::CUDA_FAILED;
   return Status::Error(c, "CUDA " + what + " failed: " + err_text(e));
+}
+// Ok for cudaSuccess, else cuda_status.
+Status cuda_check(cudaError_t e, const std::string& what) {
+  return e == cudaSuccess ? Status::Ok() : cuda_status(e, what);
 }
 
 const char* cusolver_name(cusolverStatus_t s) {
@@ -102,6 +107,10 @@ constexpr int64_t kHostEighMaxN = 64;
 // size up, for at most this many items.
 constexpr int64_t kSyrkMinN = 256;
 constexpr int64_t kSyrkMaxBatch = 64;
+// Concurrent syevd (several matrices at once on auxiliary streams) from this size up, with
+// this many lanes unless KRADAGRAD_CUDA_EIGH_STREAMS says otherwise (1 = one at a time).
+constexpr int64_t kConcurrentEighMinN = 128;
+constexpr int kEighLanes = 4;
 struct EighChoice {
   EighMethod method;
   bool forced;  // by the environment variable: no silent fallback then
@@ -539,6 +548,7 @@ class CudaBackend final : public Backend {
   }
 
   Status solve_syevd(DType dt, char* work, void* w, int* dinfo, int64_t n, const std::vector<int64_t>& items);
+  Status ensure_lanes(int lanes);
   Status solve_syevj(DType dt, char* work, void* w, int* dinfo, int64_t n, int64_t batch);
 
   static constexpr int kSlots = 32;
@@ -551,6 +561,14 @@ class CudaBackend final : public Backend {
   cublasHandle_t blas_ = nullptr;
   cusolverDnHandle_t solver_ = nullptr;
   syevjInfo_t syevj_ = nullptr;
+  // Auxiliary solvers for concurrent syevd (solve_syevd): own stream, handle, end event.
+  struct Lane {
+    cudaStream_t stream = nullptr;
+    cusolverDnHandle_t solver = nullptr;
+    cudaEvent_t done = nullptr;
+  };
+  std::vector<Lane> lanes_;
+  cudaEvent_t fork_ = nullptr;
   std::string device_desc_;
   DevBuf scratch_, flags_, coef_, meta_, infos_, multi_;
   void* res_host_ = nullptr;
@@ -637,7 +655,19 @@ Status CudaBackend::init() {
   return Status::Ok();
 }
 
-// Loops the per-matrix syevd over `items`; each writes its own device info entry.
+// How many matrices syevd solves at once (KRADAGRAD_CUDA_EIGH_STREAMS, 1..16, default 4).
+int eigh_lanes() {
+  const char* e = std::getenv("KRADAGRAD_CUDA_EIGH_STREAMS");
+  if (!e || !*e) return kEighLanes;
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  return (end && *end == '\0' && v >= 1 && v <= 16) ? (int)v : kEighLanes;
+}
+
+// The per-matrix syevd over `items`; each writes its own device info entry. From
+// kConcurrentEighMinN up, several matrices are spread over auxiliary solvers, each with its
+// own stream and host thread (a syevd of a 1024x1024 matrix is latency-bound and leaves
+// most of the device idle), forked from and joined back into the backend's stream.
 Status CudaBackend::solve_syevd(DType dt, char* work, void* w, int* dinfo, int64_t n,
                                 const std::vector<int64_t>& items) {
   if (items.empty()) return Status::Ok();
@@ -651,27 +681,87 @@ Status CudaBackend::solve_syevd(DType dt, char* work, void* w, int* dinfo, int64
     KRAD_CUSOLVER(cusolverDnDsyevd_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, (int)n,
                                               (const double*)work, (int)n, (const double*)w, &lwork),
                   "Dsyevd_bufferSize");
-  void* ws = nullptr;
-  KRAD_RETURN_IF_ERROR(dev_alloc(std::max<size_t>((size_t)lwork * es, 1), &ws));
-  Status st = Status::Ok();
-  for (int64_t b : items) {
+  const size_t ws_bytes = std::max<size_t>((size_t)lwork * es, 1);
+  // One matrix on one solver; any failure becomes a coded status naming the item.
+  auto solve_one = [&](cusolverDnHandle_t h, void* ws, int64_t b) -> Status {
     cusolverStatus_t cs;
     if (dt == DType::F32)
-      cs = cusolverDnSsyevd(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, (int)n,
-                            (float*)(work + b * nn * es), (int)n, (float*)w + b * n, (float*)ws, lwork, dinfo + b);
+      cs = cusolverDnSsyevd(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, (int)n, (float*)(work + b * nn * es),
+                            (int)n, (float*)w + b * n, (float*)ws, lwork, dinfo + b);
     else
-      cs = cusolverDnDsyevd(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, (int)n,
-                            (double*)(work + b * nn * es), (int)n, (double*)w + b * n, (double*)ws, lwork, dinfo + b);
-    if (cs != CUSOLVER_STATUS_SUCCESS) {
-      st = Status::Error(Code::CUSOLVER_FAILED,
+      cs = cusolverDnDsyevd(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, (int)n, (double*)(work + b * nn * es),
+                            (int)n, (double*)w + b * n, (double*)ws, lwork, dinfo + b);
+    if (cs == CUSOLVER_STATUS_SUCCESS) return Status::Ok();
+    return Status::Error(Code::CUSOLVER_FAILED,
                          std::string("cuSOLVER ") + (dt == DType::F32 ? "Ssyevd" : "Dsyevd") + " failed on item " +
                              std::to_string(b) + " (n = " + std::to_string(n) + "): " + cusolver_name(cs),
                          (long long)cs);
-      break;
+  };
+
+  const int lanes = n >= kConcurrentEighMinN ? (int)std::min<int64_t>(eigh_lanes(), (int64_t)items.size()) : 1;
+  if (lanes == 1) {
+    void* ws = nullptr;
+    KRAD_RETURN_IF_ERROR(dev_alloc(ws_bytes, &ws));
+    Status st = Status::Ok();
+    for (int64_t b : items) {
+      st = solve_one(solver_, ws, b);
+      if (!st.ok()) break;
     }
+    dev_free(ws);
+    return st;
   }
-  dev_free(ws);
+
+  KRAD_RETURN_IF_ERROR(ensure_lanes(lanes));
+  std::vector<void*> ws(lanes, nullptr);
+  Status st = Status::Ok();
+  for (int l = 0; l < lanes && st.ok(); ++l) st = dev_alloc(ws_bytes, &ws[l]);
+  if (st.ok()) st = cuda_check(cudaEventRecord(fork_, stream_), "eigh fork (event record)");
+  if (!st.ok()) {
+    for (void* p : ws)
+      if (p) dev_free(p);
+    return st;
+  }
+  std::vector<Status> lane_st(lanes, Status::Ok());
+  std::vector<uint8_t> joined(lanes, 0);
+  {
+    std::vector<std::thread> threads;
+    threads.reserve(lanes);
+    for (int l = 0; l < lanes; ++l)
+      threads.emplace_back([&, l]() {
+        Lane& x = lanes_[l];
+        cudaSetDevice(device_);
+        Status s = cuda_check(cudaStreamWaitEvent(x.stream, fork_, 0), "eigh fork (stream wait)");
+        for (size_t i = l; s.ok() && i < items.size(); i += lanes) s = solve_one(x.solver, ws[l], items[i]);
+        // Always mark the lane's end, also after an error, so the join below covers the work queued.
+        const cudaError_t e = cudaEventRecord(x.done, x.stream);
+        joined[l] = e == cudaSuccess;
+        lane_st[l] = s;
+      });
+    for (auto& t : threads) t.join();
+  }
+  // Join: the backend's stream waits for every lane before anything else (the workspaces'
+  // stream-ordered release included) runs on it.
+  for (int l = 0; l < lanes; ++l) {
+    cudaError_t e = joined[l] ? cudaStreamWaitEvent(stream_, lanes_[l].done, 0) : cudaStreamSynchronize(lanes_[l].stream);
+    if (e != cudaSuccess && st.ok()) st = cuda_status(e, "eigh join");
+    if (!lane_st[l].ok() && st.ok()) st = lane_st[l];
+  }
+  for (void* p : ws) dev_free(p);
   return st;
+}
+
+// Auxiliary solvers for concurrent syevd, created on first use and kept.
+Status CudaBackend::ensure_lanes(int lanes) {
+  if (!fork_) KRAD_CUDA(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming), "event creation");
+  while ((int)lanes_.size() < lanes) {
+    Lane x;
+    KRAD_CUDA(cudaStreamCreateWithFlags(&x.stream, cudaStreamNonBlocking), "stream creation");
+    KRAD_CUDA(cudaEventCreateWithFlags(&x.done, cudaEventDisableTiming), "event creation");
+    KRAD_CUSOLVER(cusolverDnCreate(&x.solver), "handle creation");
+    KRAD_CUSOLVER(cusolverDnSetStream(x.solver, x.stream), "cusolverDnSetStream");
+    lanes_.push_back(x);
+  }
+  return Status::Ok();
 }
 
 // Batched Jacobi over all items, in chunks that keep the int workspace size in range.
