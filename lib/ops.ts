@@ -3,7 +3,7 @@
  * outputs are written in place into the tensors given, or allocated when omitted and
  * returned. Shapes are per item; a batch of 1 broadcasts where noted.
  */
-import { KradagradError, rejectUnknownKeys } from './errors';
+import { KradagradError, describe, rejectUnknownKeys } from './errors';
 import { NativeTensor } from './native';
 import { Backend, Tensor } from './tensor';
 
@@ -251,9 +251,11 @@ export function allFiniteMany(xs: Tensor[]): boolean[] {
 // any is touched, so a bad entry (its index is in the error) changes nothing.
 
 function beMany(where: string, ...lists: Tensor[][]): Backend | undefined {
+  for (const l of lists) {
+    if (!Array.isArray(l)) throw new KradagradError(`${where}: expected arrays of tensors but received ${describe(l)}`, 'INVALID_ARGUMENT');
+  }
   const n = lists[0].length;
   for (const l of lists) {
-    if (!Array.isArray(l)) throw new KradagradError(`${where}: expected arrays of tensors`, 'INVALID_ARGUMENT');
     if (l.length !== n) throw new KradagradError(`${where}: the tensor lists have different lengths (${n} and ${l.length})`, 'SHAPE_MISMATCH');
   }
   return n === 0 ? undefined : be(...lists.flat());
@@ -281,8 +283,11 @@ export function scaleByNormRatioMany(ds: Tensor[], as: Tensor[], eps: number): v
 }
 /** {@link boxes} for several full tensors and one blocks tensor: entry i moves the boxes at offsets[i] of fulls[i] to items firsts[i].. */
 export function boxesMany(fulls: Tensor[], blocks: Tensor, offsets: number[][][], firsts: number[], scatter = false): void {
-  if (!Array.isArray(offsets) || !Array.isArray(firsts) || offsets.length !== fulls.length || firsts.length !== fulls.length) {
-    throw new KradagradError('boxesMany: expected one offsets list and one first item per full tensor', 'SHAPE_MISMATCH');
+  if (!Array.isArray(fulls) || !Array.isArray(offsets) || !Array.isArray(firsts) || !offsets.every((o) => Array.isArray(o) && o.every(Array.isArray))) {
+    throw new KradagradError('boxesMany: expected an array of tensors, one array of offset arrays per tensor, and an array of first items', 'INVALID_ARGUMENT');
+  }
+  if (offsets.length !== fulls.length || firsts.length !== fulls.length) {
+    throw new KradagradError(`boxesMany: ${fulls.length} tensors but ${offsets.length} offset lists and ${firsts.length} first items`, 'SHAPE_MISMATCH');
   }
   if (fulls.length === 0) return;
   be(...fulls, blocks).addon.boxesMany(fulls.map(n), n(blocks), offsets.map((o) => o.flat()), firsts, scatter);

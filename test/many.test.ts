@@ -142,6 +142,8 @@ describe('multi-tensor ops reject bad input before touching anything', () => {
     gone.dispose();
     expectCode(() => ops.copyMany([gone, ...xs.slice(1)], ys), 'DISPOSED');
     expectCode(() => ops.axpbyMany([{} as Tensor], [ys[0]], 1, 1), 'INVALID_HANDLE');
+    expectCode(() => ops.axpbyMany(undefined as never, ys, 1, 1), 'INVALID_ARGUMENT', /arrays of tensors/);
+    expectCode(() => ops.copyMany(xs, 'ys' as never), 'INVALID_ARGUMENT', /arrays of tensors/);
     expectCode(() => backend.addon.axpbyMany([{} as never], [ys[0].native], 1, 1), 'INVALID_HANDLE');
     expectCode(() => backend.addon.axpbyMany('x' as never, [ys[0].native], 1, 1), 'INVALID_ARGUMENT', /array of tensors/);
   });
@@ -153,6 +155,9 @@ describe('multi-tensor ops reject bad input before touching anything', () => {
     const blocks = rand('float32', [2, 2], false, 2);
     const before = Array.from(blocks.read());
     expectCode(() => ops.boxesMany([a, a], blocks, [[[0, 0]], [[3, 3]]], [0, 1]), 'INVALID_ARGUMENT', /entry 1.*overruns/);
+    expectCode(() => ops.boxesMany([a], blocks, [5 as never], [0]), 'INVALID_ARGUMENT', /offset arrays/);
+    expectCode(() => ops.boxesMany([a], blocks, [[[0, 0]]], [0.5]), 'INVALID_ARGUMENT');
+    expectCode(() => ops.boxesMany('a' as never, blocks, [], []), 'INVALID_ARGUMENT');
     expect(Array.from(blocks.read())).toEqual(before);
   });
 });
