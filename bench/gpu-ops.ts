@@ -736,11 +736,14 @@ function fusedCases(): OpCase[] {
           ['float32', [Infinity, 0, 0, 0], [2, 2], 1],
           ['float64', [0, 0, 0, 0, 0, 0], [3], 2],
           ['float64', [0, 0, 0, 0, 0, -Infinity], [3], 2],
+          // Past the fused kernel's grid: a NaN in the last element, and none.
+          ['float32', [...new Array<number>(300000).fill(1), NaN], [300001], 1],
+          ['float64', new Array<number>(300001).fill(2), [300001], 1],
         ];
         const pairs = specs.map(([dt, d, sh, b]) => p.from(dt, d, sh, b));
         const r = ops.allFiniteMany(pairs.map((x) => x[0])), d = ops.allFiniteMany(pairs.map((x) => x[1]));
         chk.equal('allFiniteMany', d.map(Number), r.map(Number));
-        chk.equal('allFiniteMany (expected)', d.map(Number), [1, 0, 0, 1, 0]);
+        chk.equal('allFiniteMany (expected)', d.map(Number), [1, 0, 0, 1, 0, 0, 1]);
       } finally {
         p.dispose();
       }
@@ -909,6 +912,54 @@ function multiCase(specs: [DType, number[], number][], suffix: string): OpCase {
   };
 }
 
+/**
+ * boxesMany (one launch on CUDA) equals boxes entry by entry, both ways, bit for bit: three
+ * sources of different shapes, several boxes each (edge offsets included), into one
+ * blocks tensor, per dtype.
+ */
+function boxesManyCases(): OpCase[] {
+  return DTYPES.map((dt) => ({
+    name: `boxesMany ${dt}: fused gather and scatter = boxes per source, bit for bit`,
+    run(ref: Backend, dev: Backend, chk: Check) {
+      const p = new Pair(ref, dev);
+      try {
+        const rng = new Rng(hash(this.name));
+        const box = [2, 3, 4];
+        const srcs: { shape: number[]; offsets: number[][]; first: number }[] = [
+          { shape: [2, 3, 4], offsets: [[0, 0, 0]], first: 0 },
+          { shape: [4, 6, 9], offsets: [[0, 0, 0], [2, 3, 5], [0, 3, 0], [2, 0, 4]], first: 1 },
+          { shape: [3, 7, 4], offsets: [[1, 4, 0], [0, 0, 0]], first: 5 },
+        ];
+        const nItems = 7;
+        const make = (b: Backend, shape: number[], data: Float64Array, batch = 1): Tensor => p.keep(b.fromArray(typed(dt, data), shape, batch));
+        const fullData = srcs.map((s) => rng.normals(prod(s.shape)));
+        const blockData = rng.normals(nItems * prod(box));
+        const run = (b: Backend, fused: boolean): Float64Array[] => {
+          const fulls = srcs.map((s, i) => make(b, s.shape, fullData[i]));
+          const blocks = make(b, box, blockData, nItems);
+          const gather = (): void => {
+            if (fused) ops.boxesMany(fulls, blocks, srcs.map((s) => s.offsets), srcs.map((s) => s.first));
+            else srcs.forEach((s, i) => ops.boxes(fulls[i], blocks, s.offsets, false, s.first));
+          };
+          gather();
+          const gathered = rd(blocks);
+          ops.scale(blocks, -3);
+          if (fused) ops.boxesMany(fulls, blocks, srcs.map((s) => s.offsets), srcs.map((s) => s.first), true);
+          else srcs.forEach((s, i) => ops.boxes(fulls[i], blocks, s.offsets, true, s.first));
+          return [gathered, ...fulls.map(rd)];
+        };
+        const fusedDev = run(dev, true), singleDev = run(dev, false), fusedRef = run(ref, true);
+        fusedDev.forEach((x, i) => {
+          chk.equal(`${i === 0 ? 'gathered blocks' : `scattered source ${i - 1}`} fused vs single`, x, singleDev[i]);
+          chk.equal(`${i === 0 ? 'gathered blocks' : `scattered source ${i - 1}`} vs cpu`, x, fusedRef[i]);
+        });
+      } finally {
+        p.dispose();
+      }
+    },
+  }));
+}
+
 /** Every case, in a stable order. */
 export function opCases(): OpCase[] {
   return [
@@ -921,6 +972,7 @@ export function opCases(): OpCase[] {
     ...boxesCases(),
     ...fusedCases(),
     ...multiCases(),
+    ...boxesManyCases(),
     ...asyncAndErrorCases(),
   ];
 }

@@ -139,6 +139,19 @@ class Backend {
     COPY = 3,      // z = x
   };
   virtual Status multi_elementwise(Multi op, const std::vector<Span>& spans, double a, double b);
+  // boxes() for several sources sharing one box shape: entry e moves the boxes at
+  // e.offsets of e.src (dims e.src_dims) to/from the items that start at e.dst.
+  struct BoxEntry {
+    void* src;
+    std::vector<int64_t> src_dims;
+    const std::vector<int64_t>* offsets;
+    void* dst;
+  };
+  virtual Status boxes_many(DType dt, const std::vector<int64_t>& box_dims, const std::vector<BoxEntry>& entries,
+                            bool scatter) {
+    for (const BoxEntry& e : entries) KRAD_RETURN_IF_ERROR(boxes(dt, e.src, e.src_dims, box_dims, *e.offsets, e.dst, scatter));
+    return Status::Ok();
+  }
   // z *= ||x||_F / (||z||_F + eps) per span (scale_by_norm_ratio of one item each).
   virtual Status multi_norm_ratio(const std::vector<Span>& spans, double eps);
 };

@@ -583,9 +583,17 @@ Status boxes_many(const std::vector<Tensor*>& fulls, Tensor& blocks, const std::
   KRAD_RETURN_IF_ERROR(need_lengths(op, fulls.size(), {offsets.size(), firsts.size()}));
   std::vector<const Tensor*> all = joined(fulls);
   all.push_back(&blocks);
-  return for_all(
+  std::vector<Backend::BoxEntry> entries;
+  const size_t item = static_cast<size_t>(blocks.item_numel()) * dtype_size(blocks.dtype());
+  KRAD_RETURN_IF_ERROR(for_all(
       op, fulls.size(), all, [&](size_t i) { return check_boxes(*fulls[i], blocks, offsets[i], firsts[i]); },
-      [&](size_t i) { return run_boxes(*fulls[i], blocks, offsets[i], scatter, firsts[i]); });
+      [&](size_t i) {
+        entries.push_back({fulls[i]->data(), fulls[i]->shape(), &offsets[i],
+                           static_cast<char*>(blocks.data()) + firsts[i] * item});
+        return Status::Ok();
+      }));
+  if (entries.empty()) return Status::Ok();
+  return blocks.backend()->boxes_many(blocks.dtype(), blocks.shape(), entries, scatter);
 }
 
 }  // namespace krad

@@ -363,8 +363,29 @@ class CudaBackend final : public Backend {
     if (ptrs.empty()) return Status::Ok();
     KRAD_RETURN_IF_ERROR(ensure(&flags_, ptrs.size()));
     uint8_t* f = static_cast<uint8_t*>(flags_.ptr);
-    for (size_t j = 0; j < ptrs.size(); ++j)
-      KRAD_CUDA(kk::all_finite(dtypes[j], ptrs[j], 1, counts[j], f + j, stream_), "all_finite kernel");
+    if (std::getenv("KRADAGRAD_CUDA_NO_FUSED_MULTI")) {
+      for (size_t j = 0; j < ptrs.size(); ++j)
+        KRAD_CUDA(kk::all_finite(dtypes[j], ptrs[j], 1, counts[j], f + j, stream_), "all_finite kernel");
+      return fetch(finite->data(), f, ptrs.size());
+    }
+    // One launch per dtype over a span table whose z fields point at the flags.
+    KRAD_CUDA(cudaMemsetAsync(f, 1, ptrs.size(), stream_), "finite flags reset");
+    for (DType dt : {DType::F32, DType::F64}) {
+      std::vector<kk::MultiSpan> table;
+      int64_t max_count = 0;
+      for (size_t j = 0; j < ptrs.size(); ++j)
+        if (dtypes[j] == dt && counts[j] > 0) {
+          table.push_back({ptrs[j], nullptr, f + j, counts[j]});
+          max_count = std::max(max_count, counts[j]);
+        }
+      if (table.empty()) continue;
+      const size_t bytes = table.size() * sizeof(kk::MultiSpan);
+      KRAD_RETURN_IF_ERROR(ensure(&multi_, bytes));
+      KRAD_RETURN_IF_ERROR(h2d(multi_.ptr, table.data(), bytes));
+      KRAD_CUDA(kk::multi_all_finite(dt, static_cast<const kk::MultiSpan*>(multi_.ptr), (int64_t)table.size(),
+                                     max_count, stream_),
+                "multi-tensor all_finite kernel");
+    }
     return fetch(finite->data(), f, ptrs.size());
   }
 
@@ -423,6 +444,42 @@ class CudaBackend final : public Backend {
       KRAD_CUDA(kk::multi_norm_ratio(dt, dspans, doff, n, max_chunks, max_count, eps, pa, pd, f, stream_),
                 "multi-tensor norm ratio kernels");
     }
+    return Status::Ok();
+  }
+
+  Status boxes_many(DType dt, const std::vector<int64_t>& bd, const std::vector<BoxEntry>& entries,
+                    bool scatter) override {
+    if (std::getenv("KRADAGRAD_CUDA_NO_FUSED_MULTI")) return Backend::boxes_many(dt, bd, entries, scatter);
+    Guard g(this);
+    const int r = static_cast<int>(bd.size());
+    if (r == 0) return Status::Error(Code::INTERNAL, "boxes_many: the CUDA backend needs rank >= 1");
+    int64_t box_numel = 1;
+    for (auto d : bd) box_numel *= d;
+    const size_t es = dtype_size(dt);
+    // meta: [box dims], then per box [source, destination item, source strides, offsets].
+    std::vector<int64_t> meta(bd.begin(), bd.end());
+    int64_t nbox = 0;
+    std::vector<int64_t> stride(r);
+    for (const BoxEntry& e : entries) {
+      if (static_cast<int>(e.src_dims.size()) != r)
+        return Status::Error(Code::INTERNAL, "boxes_many: source and box ranks differ");
+      stride[r - 1] = 1;
+      for (int i = r - 2; i >= 0; --i) stride[i] = stride[i + 1] * e.src_dims[i + 1];
+      const int64_t nb = static_cast<int64_t>(e.offsets->size()) / r;
+      for (int64_t j = 0; j < nb; ++j) {
+        meta.push_back(static_cast<int64_t>(reinterpret_cast<intptr_t>(e.src)));
+        meta.push_back(static_cast<int64_t>(reinterpret_cast<intptr_t>(static_cast<char*>(e.dst) + j * box_numel * es)));
+        meta.insert(meta.end(), stride.begin(), stride.end());
+        meta.insert(meta.end(), e.offsets->begin() + j * r, e.offsets->begin() + (j + 1) * r);
+      }
+      nbox += nb;
+    }
+    if (nbox == 0 || box_numel == 0) return Status::Ok();
+    const size_t bytes = meta.size() * sizeof(int64_t);
+    KRAD_RETURN_IF_ERROR(ensure(&meta_, bytes));
+    KRAD_RETURN_IF_ERROR(h2d(meta_.ptr, meta.data(), bytes));
+    KRAD_CUDA(kk::boxes_many(dt, static_cast<const int64_t*>(meta_.ptr), r, nbox, box_numel, scatter, stream_),
+              "boxes_many kernel");
     return Status::Ok();
   }
 

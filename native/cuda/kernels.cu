@@ -327,6 +327,46 @@ __global__ void multi_scale_k(const MultiSpan* spans, int64_t nspan, const doubl
   }
 }
 
+// Finiteness of many spans: span s clears the byte at sp.z when it holds a NaN/Inf (the
+// flags start at 1; every writer writes 0, a benign race), as all_finite_k does per item.
+template <typename T>
+__global__ void multi_all_finite_k(const MultiSpan* spans, int64_t nspan) {
+  for (int64_t s = blockIdx.y; s < nspan; s += gridDim.y) {
+    const MultiSpan sp = spans[s];
+    const T* x = static_cast<const T*>(sp.x);
+    bool ok = true;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < sp.count; i += (int64_t)blockDim.x * gridDim.x)
+      ok = ok && isfinite(x[i]);
+    if (!ok) *static_cast<uint8_t*>(sp.z) = 0;
+  }
+}
+
+// boxes_k for boxes of several source tensors at once. meta: [box dims (r)], then per box
+// [source pointer, destination pointer (its item), source strides (r), offsets (r)].
+template <typename T>
+__global__ void boxes_many_k(const int64_t* meta, int r, int64_t box_numel, size_t total, bool scatter) {
+  const int64_t* bd = meta;
+  KRAD_GRID_STRIDE(idx, total) {
+    const int64_t j = (int64_t)idx / box_numel;
+    const int64_t* m = meta + r + j * (2 + 2 * r);
+    T* src = reinterpret_cast<T*>(m[0]);
+    T* dst = reinterpret_cast<T*>(m[1]);
+    const int64_t* stride = m + 2;
+    const int64_t* off = m + 2 + r;
+    const int64_t e = (int64_t)idx % box_numel;
+    int64_t rem = e, o = 0;
+    for (int d = r - 1; d >= 0; --d) {
+      const int64_t c = rem % bd[d];
+      rem /= bd[d];
+      o += (off[d] + c) * stride[d];
+    }
+    if (scatter)
+      src[o] = dst[e];
+    else
+      dst[e] = src[o];
+  }
+}
+
 // Blocks per span for the elementwise multi kernels: enough for the largest span, capped
 // so that small spans do not launch a sea of idle blocks.
 dim3 multi_grid(int64_t nspan, int64_t max_count) {
@@ -522,6 +562,19 @@ cudaError_t multi_norm_ratio(DType dt, const MultiSpan* spans, const int64_t* of
   multi_norm_ratio_k<<<grid_for((size_t)nspan), kThreads, 0, s>>>(off, nspan, pa, pd, eps, f);
   if (max_count > 0)
     KRAD_DISPATCH(dt, multi_scale_k<T><<<multi_grid(nspan, max_count), kThreads, 0, s>>>(spans, nspan, f));
+  return cudaGetLastError();
+}
+cudaError_t multi_all_finite(DType dt, const MultiSpan* spans, int64_t nspan, int64_t max_count, cudaStream_t s) {
+  if (nspan <= 0 || max_count <= 0) return cudaSuccess;
+  const dim3 grid(std::min<unsigned>((unsigned)dot_chunks(max_count), 1024u), grid_y(nspan));
+  KRAD_DISPATCH(dt, multi_all_finite_k<T><<<grid, kThreads, 0, s>>>(spans, nspan));
+  return cudaGetLastError();
+}
+cudaError_t boxes_many(DType dt, const int64_t* meta, int r, int64_t nbox, int64_t box_numel, bool scatter,
+                       cudaStream_t s) {
+  const size_t total = (size_t)nbox * box_numel;
+  if (!total) return cudaSuccess;
+  KRAD_DISPATCH(dt, boxes_many_k<T><<<grid_for(total), kThreads, 0, s>>>(meta, r, box_numel, total, scatter));
   return cudaGetLastError();
 }
 cudaError_t probe() {

@@ -73,6 +73,14 @@ cudaError_t multi_elementwise(DType dt, int op, const MultiSpan* spans, int64_t 
 cudaError_t multi_norm_ratio(DType dt, const MultiSpan* spans, const int64_t* off, int64_t nspan, int64_t max_chunks,
                              int64_t max_count, double eps, double* pa, double* pd, double* f, cudaStream_t s);
 
+// finite flags of many spans: *(uint8_t*)span.z = 0 when span.x holds a NaN/Inf (the
+// caller sets the flags to 1 first).
+cudaError_t multi_all_finite(DType dt, const MultiSpan* spans, int64_t nspan, int64_t max_count, cudaStream_t s);
+// Boxes of several sources in one launch. meta (device): [box dims (r)], then per box
+// [source pointer, destination item pointer, source strides (r), offsets (r)] as int64.
+cudaError_t boxes_many(DType dt, const int64_t* meta, int r, int64_t nbox, int64_t box_numel, bool scatter,
+                       cudaStream_t s);
+
 // Probes that the module has a kernel image for the current device.
 cudaError_t probe();
 
