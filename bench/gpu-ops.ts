@@ -690,7 +690,7 @@ function fusedCases(): OpCase[] {
           }
         },
       });
-    for (const s of [{ n: 1, batch: 2 }, { n: 12, batch: 3 }, { n: 90, batch: 2 }])
+    for (const s of [{ n: 1, batch: 2 }, { n: 12, batch: 3 }, { n: 90, batch: 2 }, { n: 200, batch: 2 }]) // CUDA: one launch up to 128, more above
       out.push({
         name: `inverseUpdate ${dt} ${label(s)}`,
         run(ref, dev, chk) {

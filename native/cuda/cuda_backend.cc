@@ -111,6 +111,9 @@ constexpr int64_t kSyrkMaxBatch = 64;
 // this many lanes unless KRADAGRAD_CUDA_EIGH_STREAMS says otherwise (1 = one at a time).
 constexpr int64_t kConcurrentEighMinN = 128;
 constexpr int kEighLanes = 4;
+// inverse_update in one launch (one block per item) up to this size; three or four
+// launches (multi-block reductions) above it.
+constexpr int64_t kSmallInverseUpdateN = 128;
 struct EighChoice {
   EighMethod method;
   bool forced;  // by the environment variable: no silent fallback then
@@ -344,6 +347,10 @@ class CudaBackend final : public Backend {
     Guard g(this);
     if (batch <= 0) return Status::Ok();
     const bool tr = kind == Normalizer::TRACE;
+    if (n <= kSmallInverseUpdateN && !std::getenv("KRADAGRAD_CUDA_NO_FUSED_MULTI")) {
+      KRAD_CUDA(kk::inverse_update_small(dt, l, t, m, n, batch, tr, stream_), "inverse_update kernel");
+      return Status::Ok();
+    }
     const size_t nparts = tr ? 0 : (size_t)batch * kk::dot_chunks(n * n);
     KRAD_RETURN_IF_ERROR(ensure(&scratch_, (nparts + 2 * batch) * sizeof(double)));
     double* parts = static_cast<double*>(scratch_.ptr);

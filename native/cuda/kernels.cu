@@ -367,6 +367,32 @@ __global__ void boxes_many_k(const int64_t* meta, int r, int64_t box_numel, size
   }
 }
 
+// inverse_update for small items in one launch: one block per item reduces M (its trace,
+// or its squared Frobenius norm), computes the coefficient and updates L, repeating the
+// arithmetic of trace_k / dot_partial_k (single chunk), inverse_coeffs_k and axpby_k.
+template <typename T>
+__global__ void inverse_update_small_k(T* l, const T* t, const T* m, int64_t n, int64_t batch, bool trace) {
+  __shared__ double coeff;
+  const int64_t nn = n * n;
+  for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
+    const T* mb = m + b * nn;
+    double s = 0;
+    if (trace)
+      for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += static_cast<double>(mb[i * (n + 1)]);
+    else
+      for (int64_t k = threadIdx.x; k < nn; k += blockDim.x) s += static_cast<double>(mb[k]) * static_cast<double>(mb[k]);
+    s = block_sum(s);
+    if (threadIdx.x == 0) coeff = trace ? -1.0 / (n * (1.0 + s)) : -1.0 / (1.0 + sqrt(s));
+    __syncthreads();
+    const T a = static_cast<T>(coeff), one = T(1);
+    T* lb = l + b * nn;
+    const T* tb = t + b * nn;
+    for (int64_t k = threadIdx.x; k < nn; k += blockDim.x)
+      lb[k] = a == T(0) ? mul_rn(one, lb[k]) : add_rn(mul_rn(a, tb[k]), mul_rn(one, lb[k]));
+    __syncthreads();  // coeff is rewritten for the next item
+  }
+}
+
 // Blocks per span for the elementwise multi kernels: enough for the largest span, capped
 // so that small spans do not launch a sea of idle blocks.
 dim3 multi_grid(int64_t nspan, int64_t max_count) {
@@ -575,6 +601,13 @@ cudaError_t boxes_many(DType dt, const int64_t* meta, int r, int64_t nbox, int64
   const size_t total = (size_t)nbox * box_numel;
   if (!total) return cudaSuccess;
   KRAD_DISPATCH(dt, boxes_many_k<T><<<grid_for(total), kThreads, 0, s>>>(meta, r, box_numel, total, scatter));
+  return cudaGetLastError();
+}
+cudaError_t inverse_update_small(DType dt, void* l, const void* t, const void* m, int64_t n, int64_t batch, bool trace,
+                                 cudaStream_t s) {
+  if (batch <= 0 || n <= 0) return cudaSuccess;
+  const unsigned grid = (unsigned)std::min<int64_t>(batch, 1 << 20);
+  KRAD_DISPATCH(dt, inverse_update_small_k<T><<<grid, kThreads, 0, s>>>((T*)l, (const T*)t, (const T*)m, n, batch, trace));
   return cudaGetLastError();
 }
 cudaError_t probe() {

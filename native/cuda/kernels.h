@@ -81,6 +81,10 @@ cudaError_t multi_all_finite(DType dt, const MultiSpan* spans, int64_t nspan, in
 cudaError_t boxes_many(DType dt, const int64_t* meta, int r, int64_t nbox, int64_t box_numel, bool scatter,
                        cudaStream_t s);
 
+// inverse_update (see Backend) for small items in one launch: one block per item.
+cudaError_t inverse_update_small(DType dt, void* l, const void* t, const void* m, int64_t n, int64_t batch, bool trace,
+                                 cudaStream_t s);
+
 // Probes that the module has a kernel image for the current device.
 cudaError_t probe();
 
