@@ -40,6 +40,8 @@ export interface Group {
   failures: Int32Array[];
   /** An asynchronous root refresh in flight (asyncRoots option). */
   pending?: PendingRoots;
+  /** Views for preconditioning G in every dim in the reference's rotating order (made on first use). */
+  rotation?: { inp: Tensor; out: Tensor }[];
 }
 
 /** A root refresh running off the main thread on snapshots of the statistics. */
@@ -162,6 +164,14 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
 
   /** x x_0 P_0 x_1 P_1 ... over `dims` (contracting each axis with the root's first axis); returns the buffer holding the result. */
   protected precondition(g: Group, x: Tensor, dims: number[], factors: Tensor[] = g.roots): Tensor {
+    if (x === g.G && dims.length === g.k && dims.every((d, i) => d === i)) {
+      // Every dim of G in order, as the reference does it: contract axis 0 with P_j, which
+      // appends the new axis at the end; after k steps the axes are back in order. Each
+      // step is one batched GEMM on 2-D views, with no transposes.
+      g.rotation ??= this.rotationViews(g);
+      g.rotation.forEach((v, j) => ops.gemm(v.inp, factors[j], v.out, { transA: true }));
+      return g.k % 2 === 1 ? g.bufA : g.bufB;
+    }
     let cur = x;
     for (const i of dims) {
       const out = cur === g.bufA ? g.bufB : g.bufA;
@@ -169,6 +179,18 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
       cur = out;
     }
     return cur;
+  }
+
+  /** Step j views its input as [n_j, rest] and its output as [rest, n_j]: G, then bufA and bufB in turn. */
+  private rotationViews(g: Group): { inp: Tensor; out: Tensor }[] {
+    const total = g.extent.reduce((a, b) => a * b, 1);
+    let cur = g.G;
+    return g.extent.map((n) => {
+      const next = cur === g.bufA ? g.bufB : g.bufA;
+      const v = { inp: cur.reshape([n, total / n], g.batch), out: next.reshape([total / n, n], g.batch) };
+      cur = next;
+      return v;
+    });
   }
 
   /**
@@ -440,7 +462,7 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
   protected disposeScratch(): void {
     for (const g of this.groups) {
       if (g.pending) this.abandon(g);
-      [g.G, g.bufA, g.bufB, ...g.scratch.flat()].forEach((t) => t.dispose());
+      [g.G, g.bufA, g.bufB, ...g.scratch.flat(), ...(g.rotation ?? []).flatMap((v) => [v.inp, v.out])].forEach((t) => t.dispose());
     }
     this.slots.forEach((s, i) => {
       const ks = this.k[i];
