@@ -787,20 +787,26 @@ Status CudaBackend::solve_syevd(DType dt, char* work, void* w, int* dinfo, int64
   }
   std::vector<Status> lane_st(lanes, Status::Ok());
   std::vector<uint8_t> joined(lanes, 0);
+  auto lane_work = [&](int l) {
+    Lane& x = lanes_[l];
+    cudaSetDevice(device_);
+    Status s = cuda_check(cudaStreamWaitEvent(x.stream, fork_, 0), "eigh fork (stream wait)");
+    for (size_t i = l; s.ok() && i < items.size(); i += lanes) s = solve_one(x.solver, ws[l], items[i]);
+    // Always mark the lane's end, also after an error, so the join below covers the work queued.
+    const cudaError_t e = cudaEventRecord(x.done, x.stream);
+    joined[l] = e == cudaSuccess;
+    lane_st[l] = s;
+  };
   {
     std::vector<std::thread> threads;
     threads.reserve(lanes);
-    for (int l = 0; l < lanes; ++l)
-      threads.emplace_back([&, l]() {
-        Lane& x = lanes_[l];
-        cudaSetDevice(device_);
-        Status s = cuda_check(cudaStreamWaitEvent(x.stream, fork_, 0), "eigh fork (stream wait)");
-        for (size_t i = l; s.ok() && i < items.size(); i += lanes) s = solve_one(x.solver, ws[l], items[i]);
-        // Always mark the lane's end, also after an error, so the join below covers the work queued.
-        const cudaError_t e = cudaEventRecord(x.done, x.stream);
-        joined[l] = e == cudaSuccess;
-        lane_st[l] = s;
-      });
+    int started = 0;
+    try {
+      for (; started < lanes; ++started) threads.emplace_back(lane_work, started);
+    } catch (const std::exception&) {
+      // No more threads: the lanes not started are driven from this thread instead.
+    }
+    for (int l = started; l < lanes; ++l) lane_work(l);
     for (auto& t : threads) t.join();
   }
   // Join: the backend's stream waits for every lane before anything else (the workspaces'
