@@ -177,10 +177,10 @@ export abstract class BaseOptimizer implements Optimizer {
    * l2: d += wd W; m = mu m + d; u = nesterov ? d + mu m : m (u = d without momentum);
    * decoupled: W -= lr wd W; W -= lr u.
    */
-  protected applyDirections(slots: ParamSlot[], ds: Tensor[], lr: number, l2 = true): void {
+  protected applyDirections(slots: ParamSlot[], ds: Tensor[], lr: number): void {
     const { momentum, nesterov, weightDecay, weightDecayMode } = this.base;
     const ws = slots.map((s) => s.w);
-    if (weightDecay > 0 && weightDecayMode === 'l2' && l2) ops.axpbyMany(ws, ds, weightDecay, 1);
+    if (weightDecay > 0 && weightDecayMode === 'l2') ops.axpbyMany(ws, ds, weightDecay, 1);
     if (weightDecay > 0 && weightDecayMode === 'decoupled') ops.axpbyMany(ws, ws, 0, 1 - lr * weightDecay);
     let us = ds;
     if (momentum > 0) {
