@@ -25,7 +25,7 @@
 # toolkit scripts/build-cuda.js finds, e.g. the PyPI wheels, and compares the CPU backend
 # inside the CUDA addon with the CPU addon): it checks this script, not the GPU.
 # GPU_CHECK_RESULTS (default bench/results): where results go.
-# GPU_CHECK_BUDGET_S (default 330): the whole script's wall-clock budget; each step gets
+# GPU_CHECK_BUDGET_S (default 480): the whole script's wall-clock budget; each step gets
 # at most what is left, so the summary and the copies to $OUT always happen.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +37,7 @@ log=$results/gpu-check-$stamp-log.txt  # .txt: *.log is gitignored, and the log 
 summary=$results/gpu-check-$stamp.md
 marker=$(mktemp)
 started=$(date +%s)
-budget=${GPU_CHECK_BUDGET_S:-330}
+budget=${GPU_CHECK_BUDGET_S:-480}
 self=${GPU_CHECK_SELF:-0}
 rowsfile=$(mktemp)
 
