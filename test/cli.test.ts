@@ -73,6 +73,7 @@ describe('help and usage errors', () => {
     [['bench', 'conditioning', 'extra'], /takes no positional arguments/],
     [['bench', 'step', '--sets', 'resnet50'], /--sets expects a comma list of resnet32, mlp, single4096, tiny, got 'resnet50'/],
     [['bench', 'step', '--root-every', '-3'], /--root-every expects a positive integer, got '-3'/],
+    [['bench', 'step', '--root-method', 'svd'], /--root-method expects one of eigh, newton, got 'svd'/],
     [['bench', 'nope'], /unknown benchmark 'nope'; expected conditioning or step/],
     [['frobnicate'], /unknown command 'frobnicate'/],
     [['info', '--verbose'], /unknown option '--verbose' for info/],
@@ -260,6 +261,17 @@ describe('bench step', () => {
     expect(s64.stateBytes).toBe(2 * s32.stateBytes);
     expect(fs.readFileSync(path.join(out, 'step.svg'), 'utf8')).toContain('Shampoo fp64');
     expect(r.out.trim().split('\n').pop()).toMatch(/^chart: +.*step\.(png|svg)$/);
+    expect(j.config.rootMethod).toBe('eigh');
+  });
+
+  test('--root-method newton reaches the optimizers and the report', async () => {
+    const out = path.join(tmp, 'step-newton');
+    const r = await run(['bench', 'step', '--sets', 'tiny', '--optimizers', 'kradstar32', '--backend', 'cpu', '--warmup', '1', '--steps', '1', '--root-method', 'newton', '--out', out, '--quiet', '--no-png']);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(fs.readFileSync(path.join(out, 'step.json'), 'utf8'));
+    expect(j.config.rootMethod).toBe('newton');
+    expect(j.rows[0].error).toBeUndefined();
+    expect(fs.readFileSync(path.join(out, 'step.svg'), 'utf8')).toContain('(newton)');
   });
 });
 
