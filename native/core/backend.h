@@ -45,13 +45,14 @@ class Backend {
                       const void* b, int64_t ldb, int64_t stride_b, double beta, void* c,
                       int64_t ldc, int64_t stride_c, int64_t batch) = 0;
 
-  // Row-major symmetric rank-k product: C_b = alpha op(A_b) op(A_b)^T, C n x n, op(A) = A
-  // (n x k, trans = false) or A^T (A is k x n, trans = true). C is only written (beta = 0)
-  // and comes out exactly symmetric. The default is the equivalent gemm; backends override
-  // it with syrk (half the flops) plus a mirror of the computed triangle.
+  // Row-major symmetric rank-k product: C_b = alpha op(A_b) op(A_b)^T + beta C_b, C n x n,
+  // op(A) = A (n x k, trans = false) or A^T (A is k x n, trans = true). All of C is read
+  // when beta != 0 (it need not be symmetric); with beta = 0 C is only written and comes
+  // out exactly symmetric. The default is the equivalent gemm; backends override it with
+  // syrk (half the flops) plus a mirror of the computed triangle.
   virtual Status syrk(DType dt, bool trans, int64_t n, int64_t k, double alpha, const void* a, int64_t lda,
-                      int64_t stride_a, void* c, int64_t batch) {
-    return gemm(dt, trans, !trans, n, n, k, alpha, a, lda, stride_a, a, lda, stride_a, 0.0, c, n, n * n, batch);
+                      int64_t stride_a, double beta, void* c, int64_t batch) {
+    return gemm(dt, trans, !trans, n, n, k, alpha, a, lda, stride_a, a, lda, stride_a, beta, c, n, n * n, batch);
   }
 
   // dst[q][p][r] = src[p][q][r] for each of `batch` items of p x q x r elements: swaps the

@@ -173,25 +173,15 @@ Status gram(const Tensor& g, int mode, Tensor& h, double alpha, double beta) {
   if (h.data() == g.data()) return Status::Error(Code::INVALID_ARGUMENT, "gram: H must not alias G");
   Backend* be = g.backend();
   const int64_t item = g.item_numel();
+  if (p == 1)  // G is q x r: H = G G^T
+    return be->syrk(g.dtype(), false, q, r, alpha, g.data(), r, item, beta, h.data(), g.batch());
+  if (r == 1)  // G is p x q: H = G^T G
+    return be->syrk(g.dtype(), true, q, p, alpha, g.data(), q, item, beta, h.data(), g.batch());
   Scratch s(be);
-  // The symmetric product goes straight into H when beta = 0; otherwise into scratch, then
-  // H = S + beta H (syrk's own beta would update one triangle of a possibly unsymmetric H).
-  void* dst = h.data();
-  if (beta != 0.0) KRAD_RETURN_IF_ERROR(s.get(h.bytes(), &dst));
-  Status st;
-  if (p == 1) {  // G is q x r: H = G G^T
-    st = be->syrk(g.dtype(), false, q, r, alpha, g.data(), r, item, dst, g.batch());
-  } else if (r == 1) {  // G is p x q: H = G^T G
-    st = be->syrk(g.dtype(), true, q, p, alpha, g.data(), q, item, dst, g.batch());
-  } else {
-    void* t = nullptr;
-    KRAD_RETURN_IF_ERROR(s.get(g.bytes(), &t));
-    KRAD_RETURN_IF_ERROR(be->transpose3(g.dtype(), g.data(), t, g.batch(), p, q, r));  // -> q x (p r)
-    st = be->syrk(g.dtype(), false, q, p * r, alpha, t, p * r, item, dst, g.batch());
-  }
-  KRAD_RETURN_IF_ERROR(st);
-  if (beta == 0.0) return Status::Ok();
-  return be->axpby(h.dtype(), 1, h.numel(), nullptr, 1.0, dst, nullptr, beta, h.data());
+  void* t = nullptr;
+  KRAD_RETURN_IF_ERROR(s.get(g.bytes(), &t));
+  KRAD_RETURN_IF_ERROR(be->transpose3(g.dtype(), g.data(), t, g.batch(), p, q, r));  // -> q x (p r)
+  return be->syrk(g.dtype(), false, q, p * r, alpha, t, p * r, item, beta, h.data(), g.batch());
 }
 
 Status mode_product(const Tensor& g, int mode, const Tensor& m, Tensor& out, bool tm) {

@@ -152,14 +152,21 @@ class CpuBackend final : public Backend {
   }
 
   Status syrk(DType dt, bool trans, int64_t n, int64_t k, double alpha, const void* a, int64_t lda, int64_t sa,
-              void* c, int64_t batch) override {
+              double beta, void* c, int64_t batch) override {
     if (n <= 0 || batch <= 0) return Status::Ok();
-    if (k == 0) return fill(dt, c, (size_t)(n * n * batch), 0.0);
-    if (dt == DType::F32)
-      syrk_t(trans, n, k, alpha, (const float*)a, lda, sa, (float*)c, batch);
+    const size_t count = static_cast<size_t>(n * n * batch);
+    // beta != 0: the symmetric product into a buffer, then C = S + beta C (BLAS syrk's own
+    // beta would update one triangle of a C that may be unsymmetric).
+    std::vector<char> buf(beta != 0.0 ? count * dtype_size(dt) : 0);
+    void* out = beta != 0.0 ? static_cast<void*>(buf.data()) : c;
+    if (k == 0)
+      KRAD_RETURN_IF_ERROR(fill(dt, out, count, 0.0));
+    else if (dt == DType::F32)
+      syrk_t(trans, n, k, alpha, (const float*)a, lda, sa, (float*)out, batch);
     else
-      syrk_t(trans, n, k, alpha, (const double*)a, lda, sa, (double*)c, batch);
-    return Status::Ok();
+      syrk_t(trans, n, k, alpha, (const double*)a, lda, sa, (double*)out, batch);
+    if (beta == 0.0) return Status::Ok();
+    return axpby(dt, 1, (int64_t)count, nullptr, 1.0, out, nullptr, beta, c);
   }
 
   Status syevd(DType dt, const void* a, void* w, void* v, int64_t n, int64_t batch, std::vector<int>* info) override {

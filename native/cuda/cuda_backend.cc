@@ -214,36 +214,47 @@ class CudaBackend final : public Backend {
   }
 
   // Gram products of large items: cuBLAS syrk per item (half a gemm's flops) and a mirror
-  // of its triangle. Many small items stay one strided-batched gemm (the default), which
-  // launches once. KRADAGRAD_CUDA_NO_SYRK=1 keeps the gemm everywhere (for comparisons).
+  // of its triangle; with beta != 0 into scratch, then C = S + beta C. Many small items
+  // stay one strided-batched gemm (the default), which launches once and applies beta
+  // itself. KRADAGRAD_CUDA_NO_SYRK=1 keeps the gemm everywhere (for comparisons).
   Status syrk(DType dt, bool trans, int64_t n, int64_t k, double alpha, const void* a, int64_t lda, int64_t sa,
-              void* c, int64_t batch) override {
+              double beta, void* c, int64_t batch) override {
     if (n < kSyrkMinN || batch > kSyrkMaxBatch || k <= 0 || std::getenv("KRADAGRAD_CUDA_NO_SYRK"))
-      return Backend::syrk(dt, trans, n, k, alpha, a, lda, sa, c, batch);  // takes the lock itself
+      return Backend::syrk(dt, trans, n, k, alpha, a, lda, sa, beta, c, batch);  // takes the lock itself
     Guard g(this);
-    const size_t es = dtype_size(dt);
+    const size_t es = dtype_size(dt), count = (size_t)(n * n * batch);
+    void* out = c;
+    if (beta != 0.0) KRAD_RETURN_IF_ERROR(dev_alloc(count * es, &out));
     // Row-major C = op(A) op(A)^T is, column-major, X^T X (trans = false; X = A^T, the k x n
     // column-major view of the n x k row-major A, leading dimension lda) or Y Y^T (trans =
     // true; Y = A^T, the n x k view of the k x n row-major A). cuBLAS writes the upper
     // triangle, which is the row-major lower one; the kernel then mirrors it.
     const cublasOperation_t op = trans ? CUBLAS_OP_N : CUBLAS_OP_T;
-    for (int64_t b = 0; b < batch; ++b) {
+    Status st = Status::Ok();
+    for (int64_t b = 0; b < batch && st.ok(); ++b) {
       const char* pa = static_cast<const char*>(a) + b * sa * es;
-      char* pc = static_cast<char*>(c) + b * n * n * es;
+      char* pc = static_cast<char*>(out) + b * n * n * es;
+      cublasStatus_t cs;
       if (dt == DType::F32) {
         const float fa = (float)alpha, fz = 0.0f;
-        KRAD_CUBLAS(cublasSsyrk(blas_, CUBLAS_FILL_MODE_UPPER, op, (int)n, (int)k, &fa, (const float*)pa, (int)lda, &fz,
-                                (float*)pc, (int)n),
-                    "Ssyrk");
+        cs = cublasSsyrk(blas_, CUBLAS_FILL_MODE_UPPER, op, (int)n, (int)k, &fa, (const float*)pa, (int)lda, &fz,
+                         (float*)pc, (int)n);
       } else {
         const double z = 0.0;
-        KRAD_CUBLAS(cublasDsyrk(blas_, CUBLAS_FILL_MODE_UPPER, op, (int)n, (int)k, &alpha, (const double*)pa, (int)lda,
-                                &z, (double*)pc, (int)n),
-                    "Dsyrk");
+        cs = cublasDsyrk(blas_, CUBLAS_FILL_MODE_UPPER, op, (int)n, (int)k, &alpha, (const double*)pa, (int)lda, &z,
+                         (double*)pc, (int)n);
       }
+      if (cs != CUBLAS_STATUS_SUCCESS)
+        st = Status::Error(Code::CUBLAS_FAILED,
+                           std::string("cuBLAS ") + (dt == DType::F32 ? "Ssyrk" : "Dsyrk") + " failed: " +
+                               cublasGetStatusName(cs) + " (" + cublasGetStatusString(cs) + ")",
+                           (long long)cs);
     }
-    KRAD_CUDA(kk::mirror_lower(dt, c, n, batch, stream_), "mirror_lower kernel");
-    return Status::Ok();
+    if (st.ok()) st = cuda_check(kk::mirror_lower(dt, out, n, batch, stream_), "mirror_lower kernel");
+    if (st.ok() && beta != 0.0)
+      st = cuda_check(kk::axpby(dt, 1, (int64_t)count, nullptr, 1.0, out, nullptr, beta, c, stream_), "axpby kernel");
+    if (out != c) dev_free(out);  // stream-ordered: after the kernels that read it
+    return st;
   }
 
   Status transpose3(DType dt, const void* src, void* dst, int64_t batch, int64_t p, int64_t q, int64_t r) override {
