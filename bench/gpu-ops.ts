@@ -27,41 +27,13 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Backend, KradagradError, Tensor, getBackend, ops } from '../lib';
 import type { DType } from '../lib';
-import { mulberry32 } from './rand';
+import { Rng } from './rand';
 
 export const U: Record<DType, number> = { float32: 2 ** -24, float64: 2 ** -53 };
 export const ULP: Record<DType, number> = { float32: 2 ** -23, float64: 2 ** -52 };
 const DTYPES: DType[] = ['float32', 'float64'];
 
-// ---- random inputs -------------------------------------------------------------------------
-
-export class Rng {
-  private readonly next: () => number;
-  private spare: number | undefined;
-  constructor(seed: number) {
-    this.next = mulberry32(seed);
-  }
-  uniform(): number {
-    return this.next();
-  }
-  normal(): number {
-    if (this.spare !== undefined) {
-      const s = this.spare;
-      this.spare = undefined;
-      return s;
-    }
-    let u1 = this.uniform();
-    while (u1 <= 0) u1 = this.uniform();
-    const r = Math.sqrt(-2 * Math.log(u1)), a = 2 * Math.PI * this.uniform();
-    this.spare = r * Math.sin(a);
-    return r * Math.cos(a);
-  }
-  normals(n: number, scale = 1): Float64Array {
-    const out = new Float64Array(n);
-    for (let i = 0; i < n; i++) out[i] = scale * this.normal();
-    return out;
-  }
-}
+// ---- random inputs (Rng from ./rand, seeded by a hash of the case name) ---------------------
 
 function hash(s: string): number {
   let h = 2166136261;

@@ -455,10 +455,6 @@ Status check_boxes(const Tensor& full, const Tensor& blocks, const std::vector<i
   if (full.data() == blocks.data()) return Status::Error(Code::INVALID_ARGUMENT, "boxes: tensors must not alias");
   return Status::Ok();
 }
-Status run_boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, bool scatter, int64_t first) {
-  char* dst = static_cast<char*>(blocks.data()) + first * blocks.item_numel() * dtype_size(blocks.dtype());
-  return full.backend()->boxes(full.dtype(), full.data(), full.shape(), blocks.shape(), offsets, dst, scatter);
-}
 
 // The multi-tensor forms: every entry is checked (same backend as the first, then the
 // single op's own checks) before any runs, so a bad entry changes nothing.
@@ -485,24 +481,32 @@ std::vector<const Tensor*> joined(const L&... lists) {
   (out.insert(out.end(), lists.begin(), lists.end()), ...);
   return out;
 }
+// Checks every entry, then runs the backend's fused elementwise form over one span per entry.
+template <class Check, class SpanOf>
+Status elementwise_many(const char* op, Backend::Multi m, size_t n, const std::vector<const Tensor*>& all, Check check,
+                        SpanOf span_of, double a, double b) {
+  std::vector<Backend::Span> spans;
+  KRAD_RETURN_IF_ERROR(for_all(op, n, all, check, [&](size_t i) {
+    spans.push_back(span_of(i));
+    return Status::Ok();
+  }));
+  return spans.empty() ? Status::Ok() : all[0]->backend()->multi_elementwise(m, spans, a, b);
+}
 }  // namespace
 
 Status boxes(Tensor& full, Tensor& blocks, const std::vector<int64_t>& offsets, bool scatter, int64_t first) {
   KRAD_RETURN_IF_ERROR(check_boxes(full, blocks, offsets, first));
-  return run_boxes(full, blocks, offsets, scatter, first);
+  char* dst = static_cast<char*>(blocks.data()) + first * blocks.item_numel() * dtype_size(blocks.dtype());
+  return full.backend()->boxes(full.dtype(), full.data(), full.shape(), blocks.shape(), offsets, dst, scatter);
 }
 
 Status axpby_many(const std::vector<const Tensor*>& xs, const std::vector<Tensor*>& ys, double alpha, double beta) {
   const char* op = "axpby_many";
   KRAD_RETURN_IF_ERROR(need_lengths(op, xs.size(), {ys.size()}));
-  std::vector<Backend::Span> spans;
-  KRAD_RETURN_IF_ERROR(for_all(
-      op, xs.size(), joined(xs, ys), [&](size_t i) { return check_axpby(*xs[i], *ys[i]); },
-      [&](size_t i) {
-        spans.push_back({ys[i]->dtype(), xs[i]->data(), nullptr, ys[i]->data(), ys[i]->numel()});
-        return Status::Ok();
-      }));
-  return spans.empty() ? Status::Ok() : xs[0]->backend()->multi_elementwise(Backend::Multi::AXPBY, spans, alpha, beta);
+  return elementwise_many(
+      op, Backend::Multi::AXPBY, xs.size(), joined(xs, ys), [&](size_t i) { return check_axpby(*xs[i], *ys[i]); },
+      [&](size_t i) { return Backend::Span{ys[i]->dtype(), xs[i]->data(), nullptr, ys[i]->data(), ys[i]->numel()}; },
+      alpha, beta);
 }
 
 Status copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts) {
@@ -525,29 +529,26 @@ Status mul_acc_many(const std::vector<const Tensor*>& xs, const std::vector<cons
                     const std::vector<Tensor*>& accs, double a, double b) {
   const char* op = "mul_acc_many";
   KRAD_RETURN_IF_ERROR(need_lengths(op, xs.size(), {ys.size(), accs.size()}));
-  std::vector<Backend::Span> spans;
-  KRAD_RETURN_IF_ERROR(for_all(
-      op, xs.size(), joined(xs, ys, accs), [&](size_t i) { return check_mul_acc(*xs[i], *ys[i], *accs[i]); },
+  return elementwise_many(
+      op, Backend::Multi::MUL_ACC, xs.size(), joined(xs, ys, accs),
+      [&](size_t i) { return check_mul_acc(*xs[i], *ys[i], *accs[i]); },
       [&](size_t i) {
-        spans.push_back({accs[i]->dtype(), xs[i]->data(), ys[i]->data(), accs[i]->data(), accs[i]->numel()});
-        return Status::Ok();
-      }));
-  return spans.empty() ? Status::Ok() : xs[0]->backend()->multi_elementwise(Backend::Multi::MUL_ACC, spans, a, b);
+        return Backend::Span{accs[i]->dtype(), xs[i]->data(), ys[i]->data(), accs[i]->data(), accs[i]->numel()};
+      },
+      a, b);
 }
 
 Status div_sqrt_many(const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& accs,
                      const std::vector<Tensor*>& outs, double scale, double eps) {
   const char* op = "div_sqrt_many";
   KRAD_RETURN_IF_ERROR(need_lengths(op, xs.size(), {accs.size(), outs.size()}));
-  std::vector<Backend::Span> spans;
-  KRAD_RETURN_IF_ERROR(for_all(
-      op, xs.size(), joined(xs, accs, outs), [&](size_t i) { return check_div_sqrt(*xs[i], *accs[i], *outs[i]); },
+  return elementwise_many(
+      op, Backend::Multi::DIV_SQRT, xs.size(), joined(xs, accs, outs),
+      [&](size_t i) { return check_div_sqrt(*xs[i], *accs[i], *outs[i]); },
       [&](size_t i) {
-        spans.push_back({outs[i]->dtype(), xs[i]->data(), accs[i]->data(), outs[i]->data(), outs[i]->numel()});
-        return Status::Ok();
-      }));
-  return spans.empty() ? Status::Ok()
-                       : xs[0]->backend()->multi_elementwise(Backend::Multi::DIV_SQRT, spans, scale, eps);
+        return Backend::Span{outs[i]->dtype(), xs[i]->data(), accs[i]->data(), outs[i]->data(), outs[i]->numel()};
+      },
+      scale, eps);
 }
 
 Status scale_by_norm_ratio_many(const std::vector<Tensor*>& ds, const std::vector<const Tensor*>& as, double eps) {

@@ -398,8 +398,7 @@ class CudaBackend final : public Backend {
         }
       if (table.empty()) continue;
       const size_t bytes = table.size() * sizeof(kk::MultiSpan);
-      KRAD_RETURN_IF_ERROR(ensure(&multi_, bytes));
-      KRAD_RETURN_IF_ERROR(h2d(multi_.ptr, table.data(), bytes));
+      KRAD_RETURN_IF_ERROR(upload_table(table.data(), bytes));
       KRAD_CUDA(kk::multi_all_finite(dt, static_cast<const kk::MultiSpan*>(multi_.ptr), (int64_t)table.size(),
                                      max_count, stream_),
                 "multi-tensor all_finite kernel");
@@ -422,8 +421,7 @@ class CudaBackend final : public Backend {
         }
       if (table.empty()) continue;
       const size_t bytes = table.size() * sizeof(kk::MultiSpan);
-      KRAD_RETURN_IF_ERROR(ensure(&multi_, bytes));
-      KRAD_RETURN_IF_ERROR(h2d(multi_.ptr, table.data(), bytes));
+      KRAD_RETURN_IF_ERROR(upload_table(table.data(), bytes));
       KRAD_CUDA(kk::multi_elementwise(dt, static_cast<int>(op), static_cast<const kk::MultiSpan*>(multi_.ptr),
                                       (int64_t)table.size(), max_count, a, b, stream_),
                 "multi-tensor elementwise kernel");
@@ -452,8 +450,7 @@ class CudaBackend final : public Backend {
       std::vector<char> meta(tb + ob);
       std::memcpy(meta.data(), table.data(), tb);
       std::memcpy(meta.data() + tb, off.data(), ob);
-      KRAD_RETURN_IF_ERROR(ensure(&multi_, meta.size()));
-      KRAD_RETURN_IF_ERROR(h2d(multi_.ptr, meta.data(), meta.size()));
+      KRAD_RETURN_IF_ERROR(upload_table(meta.data(), meta.size()));
       KRAD_RETURN_IF_ERROR(ensure(&scratch_, (2 * chunks + n) * sizeof(double)));
       double* pa = static_cast<double*>(scratch_.ptr);
       double *pd = pa + chunks, *f = pd + chunks;
@@ -601,6 +598,13 @@ class CudaBackend final : public Backend {
     KRAD_CUDA(cudaStreamSynchronize(stream_), "synchronize");
     std::memcpy(host_dst, res_host_, bytes);
     return Status::Ok();
+  }
+
+  // A multi-tensor op's span table into the reusable device buffer multi_ (stream-ordered:
+  // a later upload waits for the kernels that read the previous one).
+  Status upload_table(const void* host, size_t bytes) {
+    KRAD_RETURN_IF_ERROR(ensure(&multi_, bytes));
+    return h2d(multi_.ptr, host, bytes);
   }
 
   // Per-item coefficient arrays live on the host: upload them next to each other.

@@ -211,22 +211,15 @@ __global__ void all_finite_k(const T* x, int64_t batch, int64_t count, uint8_t* 
   }
 }
 
-// Row-major upper triangle <- lower triangle (the lower one is only read: no race).
+// Row-major upper triangle <- lower triangle (the lower one is only read: no race); with
+// `finite`, items whose flag is 0 become the identity instead (eigensolver input).
 template <typename T>
-__global__ void mirror_lower_k(T* a, int64_t n, size_t total) {
+__global__ void mirror_lower_k(T* a, int64_t n, size_t total, const uint8_t* finite) {
   KRAD_GRID_STRIDE(idx, total) {
     const int64_t b = (int64_t)idx / (n * n), rem = (int64_t)idx % (n * n), i = rem / n, j = rem % n;
-    if (i < j) a[idx] = a[b * n * n + j * n + i];
-  }
-}
-
-template <typename T>
-__global__ void eigh_input_k(T* a, int64_t n, size_t total, const uint8_t* finite) {
-  KRAD_GRID_STRIDE(idx, total) {
-    const int64_t b = (int64_t)idx / (n * n), rem = (int64_t)idx % (n * n), i = rem / n, j = rem % n;
-    if (!finite[b])
+    if (finite && !finite[b])
       a[idx] = (i == j) ? T(1) : T(0);
-    else if (i < j)  // upper <- lower; the lower triangle is only read, so no race
+    else if (i < j)
       a[idx] = a[b * n * n + j * n + i];
   }
 }
@@ -539,13 +532,13 @@ cudaError_t all_finite(DType dt, const void* x, int64_t batch, int64_t count, ui
 cudaError_t mirror_lower(DType dt, void* a, int64_t n, int64_t batch, cudaStream_t s) {
   const size_t total = (size_t)n * n * batch;
   if (!total) return cudaSuccess;
-  KRAD_DISPATCH(dt, mirror_lower_k<T><<<grid_for(total), kThreads, 0, s>>>((T*)a, n, total));
+  KRAD_DISPATCH(dt, mirror_lower_k<T><<<grid_for(total), kThreads, 0, s>>>((T*)a, n, total, nullptr));
   return cudaGetLastError();
 }
 cudaError_t eigh_input(DType dt, void* a, int64_t n, int64_t batch, const uint8_t* finite, cudaStream_t s) {
   const size_t total = (size_t)n * n * batch;
   if (!total) return cudaSuccess;
-  KRAD_DISPATCH(dt, eigh_input_k<T><<<grid_for(total), kThreads, 0, s>>>((T*)a, n, total, finite));
+  KRAD_DISPATCH(dt, mirror_lower_k<T><<<grid_for(total), kThreads, 0, s>>>((T*)a, n, total, finite));
   return cudaGetLastError();
 }
 

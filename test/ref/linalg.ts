@@ -10,76 +10,10 @@ export type Arr = ArrayLike<number>;
 
 // ---- random numbers --------------------------------------------------------------------
 
-import { fastFill, mulberry32 } from '../../bench/rand';
+import { Rng, fastFill, mulberry32 } from '../../bench/rand';
 
-export { fastFill, mulberry32 };
+export { Rng, fastFill, mulberry32 };
 
-/** Seeded uniform and standard normal (Box-Muller) samples. */
-export class Rng {
-  private readonly u: () => number;
-  private spare: number | undefined;
-  constructor(seed: number) {
-    this.u = mulberry32(seed);
-  }
-  uniform(lo = 0, hi = 1): number {
-    return lo + (hi - lo) * this.u();
-  }
-  normal(): number {
-    if (this.spare !== undefined) {
-      const s = this.spare;
-      this.spare = undefined;
-      return s;
-    }
-    let u1 = this.u();
-    while (u1 <= 0) u1 = this.u();
-    const u2 = this.u();
-    const r = Math.sqrt(-2 * Math.log(u1));
-    this.spare = r * Math.sin(2 * Math.PI * u2);
-    return r * Math.cos(2 * Math.PI * u2);
-  }
-  /** `n` standard normals, as float64 values (round with Float32Array.from for float32). */
-  normals(n: number, scale = 1): Float64Array {
-    const out = new Float64Array(n);
-    for (let i = 0; i < n; i++) out[i] = scale * this.normal();
-    return out;
-  }
-  uniforms(n: number, lo = 0, hi = 1): Float64Array {
-    const out = new Float64Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.uniform(lo, hi);
-    return out;
-  }
-  /** A random orthogonal n x n matrix (Gram-Schmidt of a Gaussian matrix). */
-  orthogonal(n: number): Float64Array {
-    const q = this.normals(n * n);
-    for (let j = 0; j < n; j++) {
-      for (let pass = 0; pass < 2; pass++)
-        for (let k = 0; k < j; k++) {
-          let d = 0;
-          for (let i = 0; i < n; i++) d += q[i * n + j] * q[i * n + k];
-          for (let i = 0; i < n; i++) q[i * n + j] -= d * q[i * n + k];
-        }
-      let s = 0;
-      for (let i = 0; i < n; i++) s += q[i * n + j] * q[i * n + j];
-      s = Math.sqrt(s);
-      for (let i = 0; i < n; i++) q[i * n + j] /= s;
-    }
-    return q;
-  }
-  /** Symmetric n x n Q diag(w) Q^T with the given eigenvalues (Q random orthogonal). */
-  symmetricWithEigenvalues(w: Arr): Float64Array {
-    const n = w.length;
-    const q = this.orthogonal(n);
-    const a = new Float64Array(n * n);
-    for (let i = 0; i < n; i++)
-      for (let j = 0; j <= i; j++) {
-        let s = 0;
-        for (let k = 0; k < n; k++) s += q[i * n + k] * w[k] * q[j * n + k];
-        a[i * n + j] = s;
-        a[j * n + i] = s;
-      }
-    return a;
-  }
-}
 
 
 // ---- helpers ----------------------------------------------------------------------------
