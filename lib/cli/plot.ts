@@ -49,10 +49,7 @@ export function logLinePlot(series: Series[], o: LinePlotOptions): string {
   const X = (x: number): number => m.l + (pw * x) / xmax;
   const Y = (v: number): number => m.t + ph * (1 - (Math.log10(v) - lo) / (hi - lo));
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`);
-  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  out.push(`<text x="${W / 2}" y="24" text-anchor="middle" font-size="17" font-weight="bold">${esc(o.title)}</text>`);
-  if (o.subtitle) out.push(`<text x="${W / 2}" y="44" text-anchor="middle" font-size="12" fill="#444">${esc(o.subtitle)}</text>`);
+  out.push(...svgHeader(W, H, o.title, o.subtitle));
   // Grid and y ticks (decades; label every k-th when crowded).
   const every = Math.ceil((hi - lo) / 12);
   for (let e = lo; e <= hi; e++) {
@@ -143,10 +140,7 @@ export function groupedBarChart(groups: BarGroup[], seriesLabels: string[], o: L
   if (hi <= lo) hi = lo + 1;
   const Y = (v: number): number => m.t + ph * (1 - (Math.log10(v) - lo) / (hi - lo));
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`);
-  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  out.push(`<text x="${W / 2}" y="24" text-anchor="middle" font-size="17" font-weight="bold">${esc(o.title)}</text>`);
-  if (o.subtitle) out.push(`<text x="${W / 2}" y="44" text-anchor="middle" font-size="12" fill="#444">${esc(o.subtitle)}</text>`);
+  out.push(...svgHeader(W, H, o.title, o.subtitle));
   for (let e = lo; e <= hi; e++) {
     const y = Y(10 ** e);
     out.push(`<line x1="${m.l}" y1="${f(y)}" x2="${m.l + pw}" y2="${f(y)}" stroke="#ddd"/>`);
@@ -222,4 +216,15 @@ export function writeChart(svg: string, base: string): { svg: string; png?: stri
     return { svg: `${base}.svg`, png: `${base}.png` };
   }
   return { svg: `${base}.svg`, note: r.reason };
+}
+
+/** Opening tag, white background, title and optional subtitle of a W x H chart. */
+function svgHeader(W: number, H: number, title: string, subtitle?: string): string[] {
+  const lines = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2}" y="24" text-anchor="middle" font-size="17" font-weight="bold">${esc(title)}</text>`,
+  ];
+  if (subtitle) lines.push(`<text x="${W / 2}" y="44" text-anchor="middle" font-size="12" fill="#444">${esc(subtitle)}</text>`);
+  return lines;
 }
