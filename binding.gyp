@@ -3,12 +3,16 @@
     {
       "target_name": "kradagrad_cpu",
       "sources": [
+        "native/core/backend.cc",
+        "native/core/crc32c.cc",
         "native/core/ops.cc",
+        "native/core/roots.cc",
         "native/cpu/cpu_backend.cc",
         "native/napi/addon.cc",
         "native/napi/args.cc",
         "native/napi/backends.cc",
         "native/napi/errors.cc",
+        "native/napi/job.cc",
         "native/napi/ops_binding.cc",
         "native/napi/tensor_handle.cc"
       ],
@@ -16,7 +20,10 @@
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "/usr/include/x86_64-linux-gnu/openblas-pthread"
       ],
-      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "defines": [
+        "NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED",
+        "KRAD_ABI_VERSION=<!(node -p \"require('./package.json').kradagrad.abi\")"
+      ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -22,6 +22,8 @@ export type ErrorCode =
   | 'CUBLAS_FAILED'
   | 'CUSOLVER_FAILED'
   | 'STATE_FORMAT'
+  | 'IO_ERROR'
+  | 'BUSY'
   | 'INTERNAL';
 
 /** The one error class of kradagrad; `code` is stable across versions, the message is for people. */

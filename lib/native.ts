@@ -59,6 +59,91 @@ export interface NativeAddon {
   divSqrtMany(xs: NativeTensor[], accs: NativeTensor[], outs: NativeTensor[], scale: number, eps: number): void;
   scaleByNormRatioMany(ds: NativeTensor[], as: NativeTensor[], eps: number): void;
   boxesMany(fulls: NativeTensor[], blocks: NativeTensor, offsets: number[][], firsts: number[], scatter: boolean): void;
+  root(a: NativeTensor, prev: NativeTensor, out: NativeTensor, spec: NativeRootSpec): Int32Array;
+  /** Recording only: slot numbers of the per-item solver info and the new failure counts. */
+  rootRefresh(
+    a: NativeTensor,
+    prev: NativeTensor,
+    out: NativeTensor,
+    spec: NativeRootSpec,
+    failures: Int32Array,
+    maxFailures: number,
+    tag: number,
+    active?: Uint8Array | null,
+  ): { info: number; failures: number };
+  /** Recording only. */
+  guardFinite(xs: NativeTensor[], tag: number): void;
+  /** Immediately: per-entry finiteness; recorded: a guard (returns undefined). */
+  updateMany(
+    ds: NativeTensor[],
+    ms: NativeTensor[] | null,
+    ws: NativeTensor[],
+    us: NativeTensor[] | null,
+    mOuts: NativeTensor[] | null,
+    wOuts: NativeTensor[],
+    p: { lr: number; momentum?: number; weightDecay?: number; nesterov?: boolean; l2?: boolean; decoupled?: boolean },
+    tag?: number,
+  ): Uint8Array | undefined;
+  adamMany(
+    gs: NativeTensor[],
+    ms: NativeTensor[],
+    vs: NativeTensor[],
+    ws: NativeTensor[],
+    mOuts: NativeTensor[],
+    vOuts: NativeTensor[],
+    wOuts: NativeTensor[],
+    p: { lr: number; beta1: number; beta2: number; eps: number; weightDecay?: number; bc1: number; bc2: number; l2?: boolean; decoupled?: boolean },
+    tag?: number,
+  ): Uint8Array | undefined;
+  graftMany(
+    kind: 'adagrad' | 'adam',
+    gs: NativeTensor[],
+    accs: NativeTensor[],
+    moms: NativeTensor[] | null,
+    accOuts: NativeTensor[],
+    momOuts: NativeTensor[] | null,
+    dirs: NativeTensor[],
+    p: { eps: number; beta1?: number; beta2?: number; bc1?: number; bc2?: number },
+  ): void;
+  axpbyOutMany(xs: NativeTensor[], ys: NativeTensor[], zs: NativeTensor[], a: number, b: number): void;
+  crc32c(bytes: ArrayBufferView, seed?: number): number;
+  crc32cAsync(bytes: ArrayBufferView, seed?: number): Promise<number>;
+  beginJob(): void;
+  endJob(): NativeJob;
+  discardJob(): void;
+  NativeJob: Function;
+}
+
+/** How roots are computed natively (native/core/ops.h RootSpec). */
+export interface NativeRootSpec {
+  p: number;
+  floor?: number;
+  ridge?: number;
+  newton?: boolean;
+  maxIterations?: number;
+  tolerance?: number;
+  retryFloat64?: boolean;
+}
+
+/** What a job's guards decided and its ops reported (native/napi/job.h). */
+export interface NativeJobResult {
+  aborted: boolean;
+  /** The aborting guard's error code. */
+  code?: string;
+  /** The entry or item the guard names (-1 when none). */
+  index: number;
+  /** The tag the recording code gave the guard (-1 when none). */
+  tag: number;
+  /** Per-item results by slot number. */
+  slots: Int32Array[];
+}
+/** A recorded job: runs once, on the main thread or off it. */
+export interface NativeJob {
+  readonly size: number;
+  run(): NativeJobResult;
+  runAsync(): Promise<NativeJobResult>;
+  /** After runAsync(): blocks until the ops have run and returns their result. */
+  wait(): NativeJobResult;
 }
 
 export type BackendName = 'cpu' | 'cuda';
@@ -87,8 +172,17 @@ const root = packageRoot;
 const addons = new Map<string, NativeAddon>();
 let errorClassSet = new WeakSet<NativeAddon>();
 
-/** The addon ABI (native/napi/addon.cc `abiVersion`) this TypeScript layer speaks. */
-const ABI_VERSION = 1;
+/**
+ * The addon ABI this TypeScript layer speaks: package.json's `kradagrad.abi`, which the
+ * native builds compile in too (binding.gyp, CMakeLists.txt), so the number lives in one place.
+ */
+const ABI_VERSION: number = (() => {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).kradagrad.abi;
+  } catch {
+    return -1;
+  }
+})();
 const CUDA_PACKAGE = `@kradagrad/${process.platform}-${process.arch}-cuda13`;
 
 interface Candidate {

@@ -4,4 +4,4 @@ export { Shampoo } from './shampoo';
 export { KradagradStar } from './kradagrad_star';
 export { Kradagrad, scheduleDim } from './kradagrad';
 export { mergeDims, partition, planParam, groupBlocks, type Block, type ParamPlan, type BlockGroup } from './blocking';
-export { STATE_MAGIC, STATE_VERSION } from './state';
+export { CHECKPOINT_VERSION, checkpointSummary } from './checkpoint';

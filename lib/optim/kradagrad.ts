@@ -2,11 +2,11 @@
  * KrADagrad (the paper's alternating variant, the authors' `KradagradMM`): one factor per
  * step on the dimension schedule; its statistics come from the gradient preconditioned in
  * the other dims, with damping and square-root preconditioners:
- *   ix = s mod k for s < k^2, else e = s - floor(sqrt s)^2, ix = e (< k) or the largest dim;
+ *   ix = c mod k for c < k^2, else e = c - floor(sqrt c)^2, ix = e (< k) or the largest dim;
  *   G~ = G x_j P_j (j != ix) from the float32-rounded gradient; H = G~_(ix) G~_(ix)^T;
  *   L' = L - eps L L^T (damping); L <- L' - L' H L'^T / (1 + ||L' H||_F);  P_ix = L^(1/2);
- *   direction G~ x_ix P_ix (no grafting).
- * s counts from 0 (s = step - 1). L0 = I.
+ *   direction G~ x_ix P_ix (no grafting by default).
+ * Its step count c starts at 0 (c = step - 1; schedule.ts). L0 = I.
  */
 import * as ops from '../ops';
 import type { Tensor } from '../tensor';
@@ -14,12 +14,12 @@ import { Group, KroneckerOptimizer } from './kronecker';
 import { ResolvedKradagrad, resolveKradagrad } from './options';
 import type { KradagradOptions, NamedParams } from './types';
 
-/** The dimension updated at 0-based step s for a block of extents `dims`. */
-export function scheduleDim(s: number, dims: readonly number[]): number {
+/** The dimension updated at 0-based step c for a block of extents `dims`. */
+export function scheduleDim(c: number, dims: readonly number[]): number {
   const k = dims.length;
-  if (s < k * k) return s % k;
-  const r = Math.floor(Math.sqrt(s));
-  const e = s - r * r;
+  if (c < k * k) return c % k;
+  const r = Math.floor(Math.sqrt(c));
+  const e = c - r * r;
   if (e < k) return e;
   let best = 0;
   dims.forEach((d, i) => {
@@ -31,13 +31,19 @@ export function scheduleDim(s: number, dims: readonly number[]): number {
 export class Kradagrad extends KroneckerOptimizer {
   readonly kind = 'kradagrad';
   private readonly mo: ResolvedKradagrad;
-  /** float32 scratch for rounding float64 gradients, per group. */
-  private readonly round32: (Tensor | undefined)[];
+  /** float32 scratch for rounding float64 gradient blocks, per group. */
+  private readonly round32: Map<Group, Tensor>;
+  /**
+   * @param params Parameters by name: host arrays `{ data, shape }` (updated in place) or
+   *   tensor handles (device mode).
+   * @param opts Options ({@link KradagradOptions}); every one is checked here, and a bad or
+   *   unknown one throws INVALID_OPTION.
+   */
   constructor(params: NamedParams, opts?: KradagradOptions) {
     const o = resolveKradagrad(opts);
-    super(params, o, 'Kradagrad');
+    super(params, o, 'Kradagrad', true);
     this.mo = o;
-    this.round32 = this.groups.map((g) => (this.cdt === 'float64' ? this.backend.tensor('float32', g.extent, g.batch) : undefined));
+    this.round32 = new Map(this.cdt === 'float64' ? this.groups.map((g) => [g, this.backend.tensor('float32', g.extent, g.batch)]) : []);
   }
   protected initStatistic(s: Tensor): Tensor {
     return ops.addIdentity(s, 1);
@@ -45,52 +51,42 @@ export class Kradagrad extends KroneckerOptimizer {
   protected rootSpec(): { p: number; floor: number } {
     return { p: 0.5, floor: 0 };
   }
-  /** Unused: the alternating update lives in update(). */
-  protected updateStatistics(): void {}
-
-  private updateFactor(g: Group, ix: number, gt: Tensor): void {
-    const { beta2, epsilon } = this.mo;
-    const L = g.stats[ix];
-    const [H, LH, T] = g.scratch[ix];
-    if (beta2 < 1) ops.scale(L, 1 / beta2);
-    if (this.mo.damping && epsilon > 0) {
-      ops.gemm(L, L, T, { transB: true });
-      ops.axpby(T, L, -epsilon, 1); // L' = L - eps L L^T
+  protected factorsOfStep(g: Group, c: number): number[] {
+    return [scheduleDim(c, g.extent)];
+  }
+  /** The reference rounds the gradient to float32 before preconditioning. */
+  protected prepareBlocks(g: Group): void {
+    const r32 = this.round32.get(g);
+    if (r32) {
+      ops.copy(g.G, r32);
+      ops.copy(r32, g.G);
     }
-    ops.gram(gt, ix, H);
-    ops.gemm(L, H, LH);
-    ops.gemm(LH, L, T, { transB: true }); // L' H L'^T
-    ops.inverseUpdate(L, T, LH, 'frobenius'); // L = L' - L' H L'^T / (1 + ||L' H||_F)
   }
-
-  protected update(t: number): void {
-    const o = this.mo;
-    const s = t - 1;
-    const lr = this.lr(t);
-    const started = s >= o.startStep;
-    this.gather();
-    this.groups.forEach((g, gi) => {
-      const ix = scheduleDim(s, g.extent);
-      // The reference rounds the gradient to float32 before preconditioning.
-      const r32 = this.round32[gi];
-      if (r32) {
-        ops.copy(g.G, r32);
-        ops.copy(r32, g.G);
-      }
-      const others = g.extent.map((_, i) => i).filter((i) => i !== ix);
-      let gt = this.precondition(g, g.G, others);
-      if (s % o.statisticsFrequency === 0) this.updateFactor(g, ix, gt);
-      if (s % o.rootFrequency === 0) this.refreshRoots(g, [ix]);
-      if (started) {
-        gt = this.precondition(g, gt, [ix]);
-        this.scatter(g, gt);
-      }
-    });
-    this.finishAll(t, lr, started);
+  /** G~: the blocks preconditioned in every dim but the one this step updates. */
+  protected statisticsInput(g: Group, dims: number[], roots: Tensor[]): Tensor {
+    return this.precondition(
+      g,
+      g.G,
+      g.extent.map((_, i) => i).filter((i) => !dims.includes(i)),
+      roots,
+    );
   }
-
-  protected disposeScratch(): void {
-    super.disposeScratch();
-    this.round32.forEach((x) => x?.dispose());
+  protected updateStatistic(g: Group, ix: number, x: Tensor, S: Tensor[]): void {
+    const { beta2, epsilon, damping } = this.mo;
+    const [L, A, M] = S;
+    ops.copy(g.stats[ix], L);
+    if (beta2 < 1) ops.scale(L, 1 / beta2);
+    if (damping && epsilon > 0) {
+      ops.gemm(L, L, A, { transB: true });
+      ops.axpby(A, L, -epsilon, 1); // L' = L - eps L L^T
+    }
+    ops.gram(x, ix, A); // H
+    ops.gemm(L, A, M); // L' H
+    ops.gemm(M, L, A, { transB: true }); // L' H L'^T
+    ops.inverseUpdate(L, A, M, 'frobenius'); // L = L' - L' H L'^T / (1 + ||L' H||_F)
+  }
+  protected disposeState(): void {
+    super.disposeState();
+    this.round32.forEach((x) => x.dispose());
   }
 }

@@ -15,6 +15,12 @@ import type { KradagradStarOptions, NamedParams } from './types';
 export class KradagradStar extends KroneckerOptimizer {
   readonly kind = 'kradagrad_star';
   private readonly ko: ResolvedKradagradStar;
+  /**
+   * @param params Parameters by name: host arrays `{ data, shape }` (updated in place) or
+   *   tensor handles (device mode).
+   * @param opts Options ({@link KradagradStarOptions}); every one is checked here, and a bad
+   *   or unknown one throws INVALID_OPTION.
+   */
   constructor(params: NamedParams, opts?: KradagradStarOptions) {
     const o = resolveKradagradStar(opts);
     super(params, o, 'KradagradStar');
@@ -23,21 +29,20 @@ export class KradagradStar extends KroneckerOptimizer {
   protected initStatistic(s: Tensor): Tensor {
     return ops.addIdentity(s, 1 / this.o.epsilon);
   }
-  protected updateStatistics(g: Group): void {
+  protected updateStatistic(g: Group, i: number, x: Tensor, S: Tensor[]): void {
     const { beta2, damping, normalization } = this.ko;
-    g.stats.forEach((L, i) => {
-      const [H, HL, T] = g.scratch[i];
-      if (beta2 < 1) ops.scale(L, 1 / beta2);
-      if (damping > 0) {
-        ops.gemm(L, L, T, { transB: true });
-        ops.axpby(T, L, -damping, 1);
-      }
-      ops.gram(g.G, i, H);
-      ops.gemm(H, L, HL);
-      ops.gemm(L, HL, T);
-      // L -= L H L / t with t from H L, computed on the backend.
-      ops.inverseUpdate(L, T, HL, normalization === 'reference' ? 'trace' : 'frobenius');
-    });
+    const [L, A, HL] = S;
+    ops.copy(g.stats[i], L);
+    if (beta2 < 1) ops.scale(L, 1 / beta2);
+    if (damping > 0) {
+      ops.gemm(L, L, A, { transB: true });
+      ops.axpby(A, L, -damping, 1);
+    }
+    ops.gram(x, i, A); // H
+    ops.gemm(A, L, HL); // H L
+    ops.gemm(L, HL, A); // L H L
+    // L -= L H L / t with t from H L, computed on the backend.
+    ops.inverseUpdate(L, A, HL, normalization === 'reference' ? 'trace' : 'frobenius');
   }
   protected rootSpec(k: number): { p: number; floor: number } {
     return { p: 1 / (2 * k), floor: 0 };

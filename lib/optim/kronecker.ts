@@ -1,25 +1,35 @@
 /**
- * The Kronecker-factored optimizers' shared machinery: blocking plan, batched block
- * groups, gathering gradients into blocks and scattering directions back, root refresh
- * with guards (keep the previous root, float64 retry, coded error after repeated
- * failures), grafting, and the update schedule (statistics / root frequency, start step).
- * Subclasses supply the factor statistics and the root exponent.
+ * The Kronecker-factored optimizers as one template. A step is one fixed sequence, recorded
+ * into the step's job (base.ts):
+ *   1. gather      cast gradients to the compute dtype and cut them into blocks, one batch
+ *                  per group of same-shape blocks (blocking.ts)
+ *   2. factors     which dims of each block this step works on (all; KrADagrad: one)
+ *   3. statistics  when due: the new statistics of those dims, into spare buffers
+ *   4. roots       when due: synchronous or background refresh (root_refresh.ts)
+ *   5. direction   when preconditioning has started: the blocks preconditioned in every
+ *                  dim, scattered back into each parameter's direction
+ *   6. finish      grafting (grafting.ts), momentum and the update (base.ts)
+ * The schedule (schedule.ts) answers "is it due?". Subclasses supply only what differs:
+ * the initial statistic, its update, the root exponent and floor, and (KrADagrad) which
+ * factors a step uses and how its statistics see the gradient.
  */
 import { KradagradError } from '../errors';
 import * as ops from '../ops';
 import type { DType, Tensor } from '../tensor';
 import { BaseOptimizer, ParamSlot } from './base';
 import { BlockGroup, ParamPlan, groupBlocks, planParam } from './blocking';
+import type { StateTensor } from './checkpoint';
+import { Graft, makeGraft } from './grafting';
 import { ResolvedPreconditioner } from './options';
-import { newtonRoot } from './roots';
-import type { StateEntry } from './state';
+import { PendingRefresh, RootGroup, RootRefresher, nativeRootSpec } from './root_refresh';
+import { Schedule } from './schedule';
+import { StepTx } from './step_tx';
 import type { NamedParams } from './types';
 
-/** Ridge added to every factor before its eigendecomposition (the reference's 1e-8 I). */
-export const ROOT_RIDGE = 1e-8;
+export { ROOT_RIDGE } from './root_refresh';
 
 /** A batch of same-extent blocks and their factors. */
-export interface Group {
+export interface Group extends RootGroup {
   extent: number[];
   k: number;
   batch: number;
@@ -28,32 +38,18 @@ export interface Group {
   segments: { param: number; first: number; offsets: number[][] }[];
   /** The gradient blocks of this step (compute dtype). */
   G: Tensor;
-  /** Ping-pong buffers for mode products. */
+  /** Ping-pong buffers for preconditioning. */
   bufA: Tensor;
   bufB: Tensor;
   /** Per dim: statistics (S or L) and root, batch of [n_i, n_i]. */
   stats: Tensor[];
   roots: Tensor[];
-  /** Per dim scratch, batch of [n_i, n_i]. */
+  /** Per dim: three spare [n_i, n_i] batches; [0] takes the new statistics, [2] the new roots. */
   scratch: Tensor[][];
   /** Per dim, per item: consecutive root failures. */
   failures: Int32Array[];
-  /** An asynchronous root refresh in flight (asyncRoots option). */
-  pending?: PendingRoots;
-  /** Views for preconditioning G in every dim in the reference's rotating order (made on first use). */
-  rotation?: { inp: Tensor; out: Tensor }[];
-}
-
-/** A root refresh running off the main thread on snapshots of the statistics. */
-interface PendingRoots {
-  stats: Tensor[];
-  roots: Tensor[];
-  info?: Int32Array[];
-  error?: unknown;
-  done: boolean;
-  /** Due refreshes that passed while this one was in flight. */
-  missed: number;
-  promise: Promise<void>;
+  /** Views for preconditioning G in every dim in the reference's rotating order (made with the group). */
+  rotation: { inp: Tensor; out: Tensor }[];
 }
 
 /** Per-parameter buffers of the Kronecker optimizers. */
@@ -67,12 +63,8 @@ interface KSlot {
   dT?: Tensor;
   /** Direction in parameter dtype (aliases dc when dtypes match). */
   d: Tensor;
-  /** Graft state. */
-  graftAcc?: Tensor;
-  graftMom?: Tensor;
-  graftDir?: Tensor;
-  /** Pre-start momentum of raw gradients (AdaGrad graft, as the reference). */
-  rawMom?: Tensor;
+  /** Momentum of raw gradients before startStep (AdaGrad graft with momentum, as the reference) and its spare. */
+  rawMom?: [Tensor, Tensor];
 }
 
 export abstract class KroneckerOptimizer extends BaseOptimizer {
@@ -80,13 +72,18 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
   protected readonly groups: Group[];
   protected readonly k: KSlot[];
   protected readonly cdt: DType;
+  protected readonly schedule: Schedule;
+  protected readonly graft: Graft;
+  protected readonly refresher: RootRefresher;
 
-  protected constructor(params: NamedParams, o: ResolvedPreconditioner, where: string) {
+  protected constructor(params: NamedParams, o: ResolvedPreconditioner, where: string, zeroBasedCount = false) {
     super(params, o, where);
     this.o = o;
     this.cdt = o.statisticsDtype;
+    this.schedule = new Schedule(o, zeroBasedCount);
     const B = this.backend;
     const plans = this.slots.map((s) => planParam(s.name, s.shape, o.blockSize, o.mergeDims));
+    const rawMom = o.grafting === 'adagrad' && o.momentum > 0 && o.startStep > 1;
     this.k = this.slots.map((s, i) => {
       const plan = plans[i];
       const gc = s.dtype === this.cdt ? s.g : B.tensor(this.cdt, [s.size]);
@@ -96,9 +93,13 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
         ks.gT = gc.reshape(plan.transformed);
         ks.dT = dc.reshape(plan.transformed);
       }
+      if (rawMom) ks.rawMom = [B.tensor(s.dtype, [s.size]), B.tensor(s.dtype, [s.size])];
       return ks;
     });
     this.groups = groupBlocks(plans).map((bg) => this.makeGroup(bg, plans));
+    this.graft = makeGraft(o, this.slots, B);
+    const a = o.asyncRoots;
+    this.refresher = new RootRefresher(B, o.rootMethod, o.maxRootFailures, a ? a.maxStaleness * o.rootFrequency : 0);
   }
 
   private makeGroup(bg: BlockGroup, plans: ParamPlan[]): Group {
@@ -112,364 +113,359 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
       else segments.push({ param: m.param, first: j, offsets: [off] });
     });
     const t = (shape: number[]): Tensor => B.tensor(this.cdt, shape, batch);
-    const stats = bg.extent.map((n) => this.initStatistic(t([n, n])));
-    const roots = bg.extent.map((n) => ops.addIdentity(t([n, n]), 1));
+    const G = t(bg.extent);
+    const bufA = t(bg.extent);
+    const bufB = t(bg.extent);
+    // Step j of the rotating order views its input as [n_j, rest] and its output as
+    // [rest, n_j]: G, then bufA and bufB in turn.
+    const total = bg.extent.reduce((a, b) => a * b, 1);
+    let cur = G;
+    const rotation = bg.extent.map((n) => {
+      const next = cur === bufA ? bufB : bufA;
+      const v = { inp: cur.reshape([n, total / n], batch), out: next.reshape([total / n, n], batch) };
+      cur = next;
+      return v;
+    });
     return {
       extent: bg.extent,
       k: bg.extent.length,
       batch,
       members: bg.members,
       segments,
-      G: t(bg.extent),
-      bufA: t(bg.extent),
-      bufB: t(bg.extent),
-      stats,
-      roots,
+      G,
+      bufA,
+      bufB,
+      stats: bg.extent.map((n) => this.initStatistic(t([n, n]))),
+      roots: bg.extent.map((n) => ops.addIdentity(t([n, n]), 1)),
       scratch: bg.extent.map((n) => [t([n, n]), t([n, n]), t([n, n])]),
       failures: bg.extent.map(() => new Int32Array(batch)),
+      rotation,
     };
   }
 
-  /** Initial factor statistic (e.g. eps I for Shampoo, I / eps for KrADagrad*), written into `s`. */
+  // ---- what the optimizers supply --------------------------------------------------------
+
+  /** Initial factor statistic (eps I for Shampoo, I / eps for KrADagrad*, I for KrADagrad), written into `s`. */
   protected abstract initStatistic(s: Tensor): Tensor;
-  /** Updates the factor statistics of `g` from its gradient blocks g.G. */
-  protected abstract updateStatistics(g: Group): void;
+  /**
+   * Records the new statistic of dim i of the group into `S[0]` from `g.stats[i]` (unchanged)
+   * and the blocks `x` (statisticsInput); `S[1]`, `S[2]` are free scratch.
+   */
+  protected abstract updateStatistic(g: Group, i: number, x: Tensor, S: Tensor[]): void;
   /** Root exponent and eigenvalue floor for a block of rank k. */
   protected abstract rootSpec(k: number): { p: number; floor: number };
+  /** The dims of group g that step count c works on (statistics, roots, final preconditioning). Default: all. */
+  protected factorsOfStep(g: Group, _c: number): number[] {
+    return g.extent.map((_, i) => i);
+  }
+  /** The blocks the statistics of `dims` see. Default: the gradient blocks. */
+  protected statisticsInput(g: Group, _dims: number[], _roots: Tensor[]): Tensor {
+    return g.G;
+  }
+  /** Adjusts the gathered blocks (KrADagrad rounds them to float32). */
+  protected prepareBlocks(_g: Group): void {}
 
-  /** Casts gradients to the compute dtype and gathers every group's blocks (one call per group). */
-  protected gather(): void {
-    const cast = this.slots.flatMap((s, i) => (this.k[i].gc !== s.g ? [i] : []));
+  // ---- the step --------------------------------------------------------------------------
+
+  protected beforeRecordSync(tx: StepTx): void {
+    this.refresher.waitSync(tx.t);
+  }
+  protected async beforeRecordAsync(tx: StepTx): Promise<void> {
+    await this.refresher.ready(tx.t);
+  }
+  protected afterCommit(): void {
+    this.refresher.startQueued(
+      (g, i) => this.nativeSpec(g as Group, i),
+      (p) => this.groupOfPending(p),
+    );
+  }
+
+  private nativeSpec(g: Group, _i: number) {
+    const { p, floor } = this.rootSpec(g.k);
+    return nativeRootSpec(this.o.rootMethod, p, floor);
+  }
+  private groupOfPending(p: PendingRefresh): Group {
+    return this.groups.find((g) => this.refresher.pending.get(g)?.includes(p))!;
+  }
+  private describer(g: Group) {
+    return (_dim: number, item: number) => {
+      const m = g.members[item];
+      return { param: this.slots[m.param].name, block: m.block };
+    };
+  }
+
+  /** Items of g whose parameter has no gradient this step (1 = steps), or null when all step. */
+  private activeMask(tx: StepTx, g: Group): Uint8Array | null {
+    if (tx.activeSlots.length === this.slots.length) return null;
+    return Uint8Array.from(g.members, (m) => (tx.active[m.param] ? 1 : 0));
+  }
+
+  protected recordUpdate(tx: StepTx): void {
+    const S = this.schedule;
+    const c = S.count(tx.t);
+    const started = S.started(tx.t);
+    this.gather(tx);
+    for (const g of this.groups) {
+      this.moveBoxes(g, g.G, false);
+      this.prepareBlocks(g);
+      const mask = this.activeMask(tx, g);
+      const dims = this.factorsOfStep(g, c);
+      const stats = g.stats.slice();
+      const roots = g.roots.slice();
+      if (this.refresher.background) this.refresher.applyDue(tx, g, roots, this.describer(g));
+      const x = this.statisticsInput(g, dims, roots);
+      if (S.statisticsDue(tx.t)) this.recordStatistics(tx, g, dims, x, stats, mask);
+      if (S.rootsDue(tx.t)) {
+        if (this.refresher.background) this.refresher.launch(tx, g, dims, stats, roots, mask);
+        else this.recordRoots(tx, g, dims, stats, roots, mask);
+      }
+      if (started) this.moveBoxes(g, this.precondition(g, x, dims, roots), true, tx);
+    }
+    this.finishDirections(tx, started);
+  }
+
+  /** Casts the active gradients to the compute dtype. */
+  private gather(tx: StepTx): void {
+    const cast = tx.activeSlots.filter((i) => this.k[i].gc !== this.slots[i].g);
     ops.copyMany(
       cast.map((i) => this.slots[i].g),
       cast.map((i) => this.k[i].gc),
     );
-    for (const g of this.groups) this.moveBoxes(g, g.G, false);
   }
 
-  /** Writes the blocks of `x` (a group-shaped tensor) into the parameters' directions. */
-  protected scatter(g: Group, x: Tensor): void {
-    this.moveBoxes(g, x, true);
-  }
-
-  private moveBoxes(g: Group, blocks: Tensor, scatter: boolean): void {
+  /** Gathers the blocks of every parameter into `blocks`, or scatters them into the directions of the active ones. */
+  private moveBoxes(g: Group, blocks: Tensor, scatter: boolean, tx?: StepTx): void {
+    const segs = scatter ? g.segments.filter((s) => tx!.active[s.param]) : g.segments;
     ops.boxesMany(
-      g.segments.map((seg) => (scatter ? this.k[seg.param].dT! : this.k[seg.param].gT!)),
+      segs.map((seg) => (scatter ? this.k[seg.param].dT! : this.k[seg.param].gT!)),
       blocks,
-      g.segments.map((seg) => seg.offsets),
-      g.segments.map((seg) => seg.first),
+      segs.map((seg) => seg.offsets),
+      segs.map((seg) => seg.first),
       scatter,
     );
   }
 
-  /** x x_0 P_0 x_1 P_1 ... over `dims` (contracting each axis with the root's first axis); returns the buffer holding the result. */
-  protected precondition(g: Group, x: Tensor, dims: number[], factors: Tensor[] = g.roots): Tensor {
+  private recordStatistics(tx: StepTx, g: Group, dims: number[], x: Tensor, stats: Tensor[], mask: Uint8Array | null): void {
+    const news: Tensor[] = [];
+    for (const i of dims) {
+      const S = g.scratch[i];
+      this.updateStatistic(g, i, x, S);
+      // Blocks of parameters without a gradient keep their statistics exactly.
+      if (mask) ops.axpby(g.stats[i], S[0], Array.from(mask, (a) => (a ? 0 : 1)), Array.from(mask, (a) => (a ? 1 : 0)));
+      stats[i] = S[0];
+      news.push(S[0]);
+      tx.onCommit(() => {
+        [g.stats[i], g.scratch[i][0]] = [g.scratch[i][0], g.stats[i]];
+      });
+    }
+    const tag = tx.guard({
+      kind: 'statistics',
+      factors: dims.map((i) => `factor ${i} of the blocks of extent [${g.extent}] (${g.members.length} blocks: ${this.describeMembers(g)})`),
+    });
+    this.backend.addon.guardFinite(
+      news.map((t) => t.native),
+      tag,
+    );
+  }
+
+  private describeMembers(g: Group): string {
+    const names = [...new Set(g.members.map((m) => `'${this.slots[m.param].name}'`))];
+    return names.length > 4 ? `${names.slice(0, 4).join(', ')}, ...` : names.join(', ');
+  }
+
+  private recordRoots(tx: StepTx, g: Group, dims: number[], stats: Tensor[], roots: Tensor[], mask: Uint8Array | null): void {
+    const outs = g.scratch.map((s) => s[2]);
+    this.refresher.refresh(tx, g, dims, stats, outs, roots, mask, (i) => this.nativeSpec(g, i), this.describer(g));
+    for (const i of dims) {
+      tx.onCommit(() => {
+        [g.roots[i], g.scratch[i][2]] = [g.scratch[i][2], g.roots[i]];
+      });
+    }
+  }
+
+  /**
+   * x x_d P_d over `dims` (contracting each axis with the root's first axis); returns the
+   * buffer holding the result. Every dim of G in order is done as the reference does it:
+   * contract axis 0 with P_j, which appends the new axis at the end; after k steps the axes
+   * are back in order, each step one batched GEMM on 2-D views.
+   */
+  protected precondition(g: Group, x: Tensor, dims: number[], roots: Tensor[]): Tensor {
     if (x === g.G && dims.length === g.k && dims.every((d, i) => d === i)) {
-      // Every dim of G in order, as the reference does it: contract axis 0 with P_j, which
-      // appends the new axis at the end; after k steps the axes are back in order. Each
-      // step is one batched GEMM on 2-D views, with no transposes.
-      g.rotation ??= this.rotationViews(g);
-      g.rotation.forEach((v, j) => ops.gemm(v.inp, factors[j], v.out, { transA: true }));
+      g.rotation.forEach((v, j) => ops.gemm(v.inp, roots[j], v.out, { transA: true }));
       return g.k % 2 === 1 ? g.bufA : g.bufB;
     }
     let cur = x;
     for (const i of dims) {
       const out = cur === g.bufA ? g.bufB : g.bufA;
-      ops.modeProduct(cur, i, factors[i], out, true);
+      ops.modeProduct(cur, i, roots[i], out, true);
       cur = out;
     }
     return cur;
   }
 
-  /** Step j views its input as [n_j, rest] and its output as [rest, n_j]: G, then bufA and bufB in turn. */
-  private rotationViews(g: Group): { inp: Tensor; out: Tensor }[] {
-    const total = g.extent.reduce((a, b) => a * b, 1);
-    let cur = g.G;
-    return g.extent.map((n) => {
-      const next = cur === g.bufA ? g.bufB : g.bufA;
-      const v = { inp: cur.reshape([n, total / n], g.batch), out: next.reshape([total / n, n], g.batch) };
-      cur = next;
-      return v;
-    });
-  }
-
   /**
-   * Recomputes the roots of dims `dims` from the statistics. Items whose root fails
-   * (non-finite statistics, solver failure) keep their previous root; float32 failures
-   * are retried in float64 first; a factor failing more than maxRootFailures times in a
-   * row throws NONFINITE_FACTOR naming the parameter and factor.
+   * Grafting, momentum and the update of the active parameters (the reference): D is the
+   * preconditioned direction once started (the raw gradient before, and for parameters
+   * without blocks), rescaled to the graft's norm D *= ||A|| / (||D|| + 1e-16); then
+   * base.recordUpdateStage. Before startStep, W instead moves along the graft's own
+   * direction (g; the momentum of raw gradients for AdaGrad; Adam's), while m accumulates D.
    */
-  protected refreshRoots(g: Group, dims: number[] = g.extent.map((_, i) => i)): void {
-    const { p, floor } = this.rootSpec(g.k);
-    for (const i of dims) {
-      let info: Int32Array;
-      info = this.o.rootMethod === 'newton' ? newtonRoot(g.stats[i], g.roots[i], p, floor, ROOT_RIDGE, g.scratch[i]) : new Int32Array([1]);
-      // eigh: the default, and the fallback when Newton did not converge.
-      if (info.some((x) => x !== 0)) {
-        info = ops.matpow(g.stats[i], p, { floor, ridge: ROOT_RIDGE, out: g.roots[i], allowFailures: true }).info;
-      }
-      if (info.some((x) => x !== 0) && this.cdt === 'float32') info = this.retryFloat64(g.stats[i], g.roots[i], p, floor, info);
-      this.countFailures(g, i, info);
-    }
-  }
-
-  private retryFloat64(stat: Tensor, root: Tensor, p: number, floor: number, info32: Int32Array): Int32Array {
-    const B = this.backend;
-    const s64 = ops.copy(stat, B.tensor('float64', stat.shape, stat.batch));
-    const r64 = ops.copy(root, B.tensor('float64', root.shape, root.batch));
-    try {
-      const info = ops.matpow(s64, p, { floor, ridge: ROOT_RIDGE, out: r64, allowFailures: true }).info;
-      // Only the items that failed in float32 take the float64 root.
-      if (info.some((x, b) => x === 0 && info32[b] !== 0)) {
-        const r32 = root.read() as Float32Array;
-        const r = r64.read();
-        const nn = root.itemSize;
-        info32.forEach((x, b) => {
-          if (x !== 0 && info[b] === 0) for (let j = 0; j < nn; j++) r32[b * nn + j] = r[b * nn + j];
-        });
-        root.write(r32);
-      }
-      return Int32Array.from(info32, (x, b) => (x !== 0 ? info[b] : 0));
-    } finally {
-      s64.dispose();
-      r64.dispose();
-    }
-  }
-
-  protected countFailures(g: Group, dim: number, info: Int32Array): void {
-    const f = g.failures[dim];
-    for (let b = 0; b < g.batch; b++) {
-      f[b] = info[b] === 0 ? 0 : f[b] + 1;
-      if (f[b] > this.o.maxRootFailures) {
-        const m = g.members[b];
-        const name = this.slots[m.param].name;
-        throw new KradagradError(
-          `Root of factor ${dim} of block ${m.block} of parameter '${name}' failed ${f[b]} times in a row ` +
-            `(non-finite or ill-posed statistics; float64 retry included). Previous roots were kept until now.`,
-          'NONFINITE_FACTOR',
-          { param: name, block: m.block, factor: dim, failures: f[b] },
-        );
-      }
-    }
-  }
-
-  protected get grafting(): ResolvedPreconditioner['grafting'] {
-    return this.o.grafting;
-  }
-
-  /** Graft directions A of every parameter for this step (updates the graft state). */
-  protected graftDirections(t: number): Tensor[] {
-    const B = this.backend;
-    const o = this.o;
-    const gs = this.slots.map((s) => s.g);
-    const own = (key: 'graftAcc' | 'graftMom' | 'graftDir'): Tensor[] =>
-      this.slots.map((s, i) => (this.k[i][key] ??= B.tensor(s.dtype, [s.size])));
-    switch (this.grafting) {
-      case 'adagrad': {
-        const [acc, dir] = [own('graftAcc'), own('graftDir')];
-        ops.mulAccMany(gs, gs, acc, 1, 1);
-        ops.divSqrtMany(gs, acc, dir, 1, o.graftEpsilon);
-        return dir;
-      }
-      case 'adam': {
-        const [acc, mom, dir] = [own('graftAcc'), own('graftMom'), own('graftDir')];
-        ops.axpbyMany(gs, mom, 1 - o.graftBeta1, o.graftBeta1);
-        ops.mulAccMany(gs, gs, acc, o.graftBeta2, 1 - o.graftBeta2);
-        ops.divSqrtMany(mom, acc, dir, 1 / (1 - o.graftBeta2 ** t), o.graftEpsilon);
-        ops.axpbyMany(dir, dir, 0, 1 / (1 - o.graftBeta1 ** t)); // scale
-        return dir;
-      }
-      default:
-        return gs;
-    }
-  }
-
-  /**
-   * The update of every parameter, one multi-tensor call per stage. The direction is the
-   * preconditioned ks.dc once `started` (the raw gradient before), following the
-   * reference: norm grafting D *= ||A|| / (||D|| + 1e-16), D += wd W (l2), m = mu m + D;
-   * W -= lr m (or the Nesterov / pre-start forms).
-   */
-  protected finishAll(t: number, lr: number, started: boolean): void {
+  private finishDirections(tx: StepTx, started: boolean): void {
+    const idx = tx.activeSlots;
     const src: Tensor[] = [];
     const dst: Tensor[] = [];
-    this.slots.forEach((s, i) => {
+    for (const i of idx) {
       const ks = this.k[i];
       if (!started || ks.plan.blocks.length === 0) {
-        src.push(s.g);
+        src.push(this.slots[i].g);
         dst.push(ks.d);
       } else if (ks.d !== ks.dc) {
         src.push(ks.dc);
         dst.push(ks.d);
       }
-    });
+    }
     ops.copyMany(src, dst);
-    const ds = this.k.map((ks) => ks.d);
-    if (this.grafting !== 'none') ops.scaleByNormRatioMany(ds, this.graftDirections(t), 1e-16);
-    if (started) this.applyDirections(this.slots, ds, lr);
-    else this.slots.forEach((s, i) => this.preStartUpdate(s, this.k[i], lr));
-  }
-
-  /**
-   * Before startStep (as the reference): m still accumulates the grafted D, but W moves
-   * along the graft's own direction: g (sgd/none), the momentum of raw gradients
-   * (adagrad), or Adam's.
-   */
-  private preStartUpdate(s: ParamSlot, ks: KSlot, lr: number): void {
-    const d = ks.d;
-    const { momentum, weightDecay, weightDecayMode } = this.o;
-    if (weightDecay > 0 && weightDecayMode === 'l2') ops.axpby(s.w, d, weightDecay, 1);
-    if (momentum > 0) ops.axpby(d, this.momentumOf(s), 1, momentum);
-    if (weightDecay > 0 && weightDecayMode === 'decoupled') ops.scale(s.w, 1 - lr * weightDecay);
-    let u: Tensor = s.g;
-    if (this.grafting === 'adagrad' && momentum > 0) {
-      ks.rawMom ??= this.backend.tensor(s.dtype, [s.size]);
-      u = ops.axpby(s.g, ks.rawMom, 1, momentum);
-    } else if (this.grafting === 'adam') {
-      u = ks.graftDir!;
+    const slots = idx.map((i) => this.slots[i]);
+    const ds = idx.map((i) => this.k[i].d);
+    if (this.graft.kind !== 'none') ops.scaleByNormRatioMany(ds, this.graft.directions(tx, idx), 1e-16);
+    if (started) {
+      this.recordUpdateStage(tx, slots, ds);
+      return;
     }
-    ops.axpby(u, s.w, -lr, 1);
+    const us = idx.map((i) => this.graft.preStartDirection(i));
+    const raw = idx.filter((i) => this.k[i].rawMom);
+    if (raw.length) {
+      // rawMom' = g + mu rawMom, the direction W follows.
+      const pairs = raw.map((i) => this.k[i].rawMom!);
+      this.backend.addon.axpbyOutMany(
+        raw.map((i) => this.slots[i].g.native),
+        pairs.map((p) => p[0].native),
+        pairs.map((p) => p[1].native),
+        1,
+        this.o.momentum,
+      );
+      raw.forEach((i, j) => (us[idx.indexOf(i)] = pairs[j][1]));
+      tx.onCommit(() => {
+        for (const p of pairs) [p[0], p[1]] = [p[1], p[0]];
+      });
+    }
+    this.recordUpdateStage(tx, slots, ds, us);
   }
 
-  /** Shampoo / KrADagrad* step: statistics, roots, preconditioning, grafting, update. */
-  protected update(t: number): void {
-    this.updateWith(t, (g) => this.refreshRootsMaybeAsync(g));
+  // ---- state -----------------------------------------------------------------------------
+
+  /** `<param>/block/<j>/<kind>/<i>` for item b of group g. */
+  private blockName(g: Group, b: number, kind: string, i: number): string {
+    const m = g.members[b];
+    return `${this.slots[m.param].name}/block/${m.block}/${kind}/${i}`;
   }
 
-  protected async updateAsync(t: number): Promise<void> {
-    if (!this.o.asyncRoots) return this.update(t);
-    // Wait (outside the math) for refreshes that reached the staleness bound.
-    const due = t % this.o.rootFrequency === 0;
+  protected stateTensors(): StateTensor[] {
+    const out = super.stateTensors();
     for (const g of this.groups) {
-      if (due && g.pending && !g.pending.done && g.pending.missed + 1 > this.o.asyncRoots.maxStaleness) await g.pending.promise;
-    }
-    this.update(t);
-  }
-
-  private updateWith(t: number, roots: (g: Group) => void): void {
-    const o = this.o;
-    const lr = this.lr(t);
-    const pre = t >= o.startStep;
-    this.gather();
-    for (const g of this.groups) {
-      if (t % o.statisticsFrequency === 0) this.updateStatistics(g);
-      if (o.asyncRoots) this.swapInFinished(g);
-      if (t % o.rootFrequency === 0) roots(g);
-      if (pre) this.scatter(g, this.precondition(g, g.G, g.extent.map((_, i) => i)));
-    }
-    this.finishAll(t, lr, pre);
-  }
-
-  /**
-   * Due root refresh. Synchronous unless asyncRoots: then the refresh runs on snapshots of
-   * the statistics in the libuv pool and is swapped in at the first step after it ends; a
-   * refresh still running when `maxStaleness` more refreshes fall due is replaced by a
-   * synchronous one, so roots are never more than maxStaleness refreshes old.
-   */
-  private refreshRootsMaybeAsync(g: Group): void {
-    const a = this.o.asyncRoots;
-    if (!a) return this.refreshRoots(g);
-    if (g.pending) {
-      g.pending.missed++;
-      if (g.pending.missed <= a.maxStaleness) return;
-      this.abandon(g);
-      return this.refreshRoots(g);
-    }
-    if (a.maxStaleness === 0) return this.refreshRoots(g);
-    this.launch(g);
-  }
-
-  private launch(g: Group): void {
-    const { p, floor } = this.rootSpec(g.k);
-    const stats = g.stats.map((s) => ops.copy(s, this.backend.tensor(s.dtype, s.shape, s.batch)));
-    const roots = g.roots.map((r) => ops.copy(r, this.backend.tensor(r.dtype, r.shape, r.batch)));
-    const pending: PendingRoots = { stats, roots, done: false, missed: 0, promise: Promise.resolve() };
-    pending.promise = Promise.all(
-      stats.map((s, i) => ops.matpowAsync(s, p, { floor, ridge: ROOT_RIDGE, out: roots[i], allowFailures: true })),
-    ).then(
-      (res) => {
-        pending.info = res.map((r) => r.info);
-        pending.done = true;
-      },
-      (e) => {
-        pending.error = e;
-        pending.done = true;
-      },
-    );
-    g.pending = pending;
-  }
-
-  private swapInFinished(g: Group): void {
-    const pd = g.pending;
-    if (!pd || !pd.done) return;
-    g.pending = undefined;
-    try {
-      if (pd.error) throw pd.error;
-      pd.roots.forEach((r, i) => {
-        const info = pd.info![i];
-        if (info.every((x) => x === 0)) {
-          ops.copy(r, g.roots[i]);
-          this.countFailures(g, i, info);
-        } else {
-          this.refreshRoots(g, [i]); // failures: the synchronous path with its retries and guards
+      g.extent.forEach((n, i) => {
+        for (let b = 0; b < g.batch; b++) {
+          out.push({ name: this.blockName(g, b, 'stat', i), tensor: g.stats[i], item: b, shape: [n, n] });
+          out.push({ name: this.blockName(g, b, 'root', i), tensor: g.roots[i], item: b, shape: [n, n] });
         }
       });
-    } finally {
-      [...pd.stats, ...pd.roots].forEach((x) => x.dispose());
     }
-  }
-
-  /** Drops an in-flight refresh; its buffers are freed when the worker finishes. */
-  private abandon(g: Group): void {
-    const pd = g.pending!;
-    g.pending = undefined;
-    void pd.promise.then(() => [...pd.stats, ...pd.roots].forEach((x) => x.dispose()));
-  }
-
-  protected stateEntries(): StateEntry[] {
-    const out = super.stateEntries();
-    this.groups.forEach((g, gi) => {
-      g.stats.forEach((s, i) => out.push({ name: `group/${gi}/stat/${i}`, tensor: s }));
-      g.roots.forEach((r, i) => out.push({ name: `group/${gi}/root/${i}`, tensor: r }));
-    });
-    const B = this.backend;
+    out.push(...this.graft.stateTensors());
     this.slots.forEach((s, i) => {
-      const ks = this.k[i];
-      if (this.grafting === 'adagrad' || this.grafting === 'adam') {
-        ks.graftAcc ??= B.tensor(s.dtype, [s.size]);
-        out.push({ name: `param/${s.name}/graft_acc`, tensor: ks.graftAcc });
-      }
-      if (this.grafting === 'adam') {
-        ks.graftMom ??= B.tensor(s.dtype, [s.size]);
-        out.push({ name: `param/${s.name}/graft_mom`, tensor: ks.graftMom });
-      }
-      if (this.grafting === 'adagrad' && this.o.momentum > 0 && this.o.startStep > 1) {
-        ks.rawMom ??= B.tensor(s.dtype, [s.size]);
-        out.push({ name: `param/${s.name}/raw_mom`, tensor: ks.rawMom });
-      }
+      const r = this.k[i].rawMom;
+      if (r) out.push({ name: `${s.name}/raw_mom`, tensor: r[0], shape: s.shape });
     });
     return out;
   }
 
-  protected stateScalars(): Record<string, unknown> {
-    return { failures: this.groups.map((g) => g.failures.map((f) => Array.from(f))) };
-  }
-  protected loadScalars(s: Record<string, unknown>): void {
-    const f = s.failures as number[][][] | undefined;
-    if (f) this.groups.forEach((g, gi) => g.failures.forEach((x, i) => x.set(f[gi][i])));
+  protected v1Names(): Map<string, { v1: string; item?: number }> {
+    const m = super.v1Names();
+    this.groups.forEach((g, gi) =>
+      g.extent.forEach((_, i) => {
+        for (let b = 0; b < g.batch; b++) {
+          m.set(this.blockName(g, b, 'stat', i), { v1: `group/${gi}/stat/${i}`, item: b });
+          m.set(this.blockName(g, b, 'root', i), { v1: `group/${gi}/root/${i}`, item: b });
+        }
+      }),
+    );
+    this.graft.v1Names(m);
+    this.slots.forEach((s, i) => {
+      if (this.k[i].rawMom) m.set(`${s.name}/raw_mom`, { v1: `param/${s.name}/raw_mom` });
+    });
+    return m;
   }
 
-  protected disposeScratch(): void {
+  /** Root-failure counts by block: `{"<param>/block/<j>": [count per factor]}`. */
+  protected counters(): Record<string, unknown> {
+    const failures: Record<string, number[]> = {};
     for (const g of this.groups) {
-      if (g.pending) this.abandon(g);
-      [g.G, g.bufA, g.bufB, ...g.scratch.flat(), ...(g.rotation ?? []).flatMap((v) => [v.inp, v.out])].forEach((t) => t.dispose());
+      for (let b = 0; b < g.batch; b++) {
+        const m = g.members[b];
+        failures[`${this.slots[m.param].name}/block/${m.block}`] = g.failures.map((f) => f[b]);
+      }
+    }
+    return { failures };
+  }
+
+  protected v1Counters(scalars: Record<string, unknown>): Record<string, unknown> {
+    const f = scalars.failures;
+    const failures: Record<string, unknown> = {};
+    this.groups.forEach((g, gi) => {
+      const fg = Array.isArray(f) ? (f[gi] as unknown) : undefined;
+      for (let b = 0; b < g.batch; b++) {
+        const m = g.members[b];
+        failures[`${this.slots[m.param].name}/block/${m.block}`] = g.extent.map((_, i) =>
+          Array.isArray(fg) && Array.isArray(fg[i]) ? (fg[i] as unknown[])[b] : f === undefined ? 0 : undefined,
+        );
+      }
+    });
+    return { failures };
+  }
+
+  protected restoreCounters(c: Record<string, unknown>): () => void {
+    const f = c.failures as Record<string, unknown> | undefined;
+    const bad = (msg: string): never => {
+      throw new KradagradError(`Checkpoint does not fit this optimizer: ${msg}`, 'STATE_FORMAT');
+    };
+    if (!f || typeof f !== 'object' || Array.isArray(f)) bad('counters.failures is missing or not an object');
+    const next = this.groups.map((g) => g.failures.map((x) => new Int32Array(x.length)));
+    let seen = 0;
+    this.groups.forEach((g, gi) => {
+      for (let b = 0; b < g.batch; b++) {
+        const m = g.members[b];
+        const key = `${this.slots[m.param].name}/block/${m.block}`;
+        const v = (f as Record<string, unknown>)[key];
+        if (!Array.isArray(v) || v.length !== g.k || !v.every((x) => Number.isSafeInteger(x) && x >= 0 && x <= this.o.maxRootFailures)) {
+          bad(`counters.failures['${key}'] is ${JSON.stringify(v)}, expected ${g.k} integers in [0, ${this.o.maxRootFailures}]`);
+        }
+        (v as number[]).forEach((x, i) => (next[gi][i][b] = x));
+        seen++;
+      }
+    });
+    if (Object.keys(f!).length !== seen) bad('counters.failures names blocks this optimizer does not have');
+    if (c.pending !== undefined && !(Array.isArray(c.pending) && c.pending.length === 0)) bad('background root refreshes in checkpoints are not supported yet');
+    return () => {
+      this.groups.forEach((g, gi) => g.failures.forEach((x, i) => x.set(next[gi][i])));
+      this.refresher.clear();
+    };
+  }
+
+  protected disposeState(): void {
+    this.refresher.clear();
+    for (const g of this.groups) {
+      [g.G, g.bufA, g.bufB, ...g.stats, ...g.roots, ...g.scratch.flat(), ...g.rotation.flatMap((v) => [v.inp, v.out])].forEach((t) => t.dispose());
     }
     this.slots.forEach((s, i) => {
       const ks = this.k[i];
       if (ks.gc !== s.g) ks.gc.dispose();
       if (ks.d !== ks.dc) ks.d.dispose();
       ks.dc.dispose();
-      ks.graftDir?.dispose();
+      ks.gT?.dispose();
+      ks.dT?.dispose();
+      ks.rawMom?.forEach((t) => t.dispose());
     });
+    this.graft.dispose();
   }
 }
+
+export type { ParamSlot };

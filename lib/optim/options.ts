@@ -23,7 +23,12 @@ export interface ResolvedBase {
   weightDecayMode: 'l2' | 'decoupled';
   backend: BaseOptions['backend'];
   onNonFinite: 'throw' | 'skip';
+  missingGradient: 'error' | 'skip';
 }
+/** A root method with every field resolved. */
+export type ResolvedRootMethod =
+  | { method: 'eigh'; retryFloat64: boolean }
+  | { method: 'newton'; maxIterations: number; tolerance: number | undefined; retryFloat64: boolean };
 export interface ResolvedAdam extends ResolvedBase {
   beta1: number;
   beta2: number;
@@ -42,7 +47,7 @@ export interface ResolvedPreconditioner extends ResolvedBase {
   rootFrequency: number;
   startStep: number;
   statisticsDtype: 'float32' | 'float64';
-  rootMethod: 'eigh' | 'newton';
+  rootMethod: ResolvedRootMethod;
   maxRootFailures: number;
   asyncRoots: false | { maxStaleness: number };
 }
@@ -57,7 +62,7 @@ export interface ResolvedKradagrad extends ResolvedPreconditioner {
   damping: boolean;
 }
 
-const baseKeys = ['lr', 'momentum', 'nesterov', 'weightDecay', 'weightDecayMode', 'backend', 'onNonFinite'] as const;
+const baseKeys = ['lr', 'momentum', 'nesterov', 'weightDecay', 'weightDecayMode', 'backend', 'onNonFinite', 'missingGradient'] as const;
 const preKeys = [
   ...baseKeys,
   'epsilon',
@@ -127,6 +132,27 @@ function resolveBase(o: Record<string, unknown>, where: string, lrDefault: numbe
     weightDecayMode: oneOf(o.weightDecayMode, 'l2', `${where}.weightDecayMode`, ['l2', 'decoupled'] as const),
     backend: (b ?? 'auto') as BaseOptions['backend'],
     onNonFinite: oneOf(o.onNonFinite, 'throw', `${where}.onNonFinite`, ['throw', 'skip'] as const),
+    missingGradient: oneOf(o.missingGradient, 'error', `${where}.missingGradient`, ['error', 'skip'] as const),
+  };
+}
+
+function resolveRootMethod(v: unknown, where: string): ResolvedRootMethod {
+  if (v === undefined || v === 'eigh') return { method: 'eigh', retryFloat64: true };
+  if (v === 'newton') return { method: 'newton', maxIterations: 40, tolerance: undefined, retryFloat64: true };
+  const o = checkObject(v, `${where}.rootMethod`);
+  expectOption(o.method === 'eigh' || o.method === 'newton', `${where}.rootMethod.method`, "'eigh' or 'newton'", o.method);
+  if (o.method === 'eigh') {
+    rejectUnknownKeys(o, ['method', 'retryFloat64'], `${where}.rootMethod`);
+    return { method: 'eigh', retryFloat64: bool(o.retryFloat64, true, `${where}.rootMethod.retryFloat64`) };
+  }
+  rejectUnknownKeys(o, ['method', 'maxIterations', 'tolerance', 'retryFloat64'], `${where}.rootMethod`);
+  const maxIterations = int(o.maxIterations, 40, `${where}.rootMethod.maxIterations`, 1);
+  expectOption(maxIterations <= 10000, `${where}.rootMethod.maxIterations`, 'an integer in [1, 10000]', maxIterations);
+  return {
+    method: 'newton',
+    maxIterations,
+    tolerance: o.tolerance === undefined ? undefined : num(o.tolerance, 0, `${where}.rootMethod.tolerance`, 'in (0, 1)', (x) => x > 0 && x < 1),
+    retryFloat64: bool(o.retryFloat64, true, `${where}.rootMethod.retryFloat64`),
   };
 }
 
@@ -170,7 +196,7 @@ function resolvePre(o: Record<string, unknown>, where: string, graftDefault: Gra
     rootFrequency: int(o.rootFrequency, 20, `${where}.rootFrequency`, 1),
     startStep: int(o.startStep, 1, `${where}.startStep`, 0),
     statisticsDtype: oneOf(o.statisticsDtype, 'float32', `${where}.statisticsDtype`, ['float32', 'float64'] as const),
-    rootMethod: oneOf(o.rootMethod, 'eigh', `${where}.rootMethod`, ['eigh', 'newton'] as const),
+    rootMethod: resolveRootMethod(o.rootMethod, where),
     maxRootFailures: int(o.maxRootFailures, 3, `${where}.maxRootFailures`, 0),
     asyncRoots,
   };
@@ -180,25 +206,46 @@ export function resolveShampoo(opts: ShampooOptions | undefined): ResolvedShampo
   const o = checkObject(opts, 'Shampoo options');
   rejectUnknownKeys(o, [...preKeys, 'eigenvalueFloor'], 'Shampoo');
   const r = resolvePre(o, 'Shampoo', 'sgd');
-  return { ...r, eigenvalueFloor: num(o.eigenvalueFloor, r.epsilon, 'Shampoo.eigenvalueFloor', '> 0', (x) => x > 0) };
+  const eigenvalueFloor =
+    o.eigenvalueFloor === undefined && r.epsilon > 0 ? r.epsilon : num(o.eigenvalueFloor, NaN, 'Shampoo.eigenvalueFloor', '> 0 (the inverse root needs it; with epsilon 0 give one explicitly)', (x) => x > 0);
+  if (r.rootMethod.method === 'newton') {
+    // Newton cannot clamp eigenvalues. With beta2 = 1 the statistics are eps I plus PSD
+    // terms, so no eigenvalue falls below eps and a floor <= eps never binds; otherwise it may.
+    expectOption(
+      eigenvalueFloor <= r.epsilon && r.beta2 === 1,
+      'Shampoo.rootMethod',
+      "'eigh' when the eigenvalue floor can bind (eigenvalueFloor > epsilon or beta2 < 1; Newton roots cannot clamp eigenvalues)",
+      'newton',
+    );
+  }
+  return { ...r, eigenvalueFloor };
 }
 
 export function resolveKradagradStar(opts: KradagradStarOptions | undefined): ResolvedKradagradStar {
   const o = checkObject(opts, 'KradagradStar options');
   rejectUnknownKeys(o, [...preKeys, 'normalization', 'damping'], 'KradagradStar');
   const r = resolvePre(o, 'KradagradStar', 'sgd');
-  expectOption(r.epsilon > 0, 'KradagradStar.epsilon', 'a number > 0 (L0 = I / epsilon)', r.epsilon);
+  // L0 = I / epsilon must be finite in the statistics dtype (float32: epsilon >= 2.9e-39).
+  const minEps = r.statisticsDtype === 'float32' ? 1 / 3.4028234663852886e38 : 1 / Number.MAX_VALUE;
+  expectOption(r.epsilon > 0 && r.epsilon >= minEps, 'KradagradStar.epsilon', `a number >= ${minEps.toPrecision(2)} (L0 = I / epsilon in ${r.statisticsDtype})`, r.epsilon);
+  const damping = num(o.damping, 0, 'KradagradStar.damping', '>= 0', (x) => x >= 0);
+  // L - d L L^T with L0 = I / eps is (1 - d / eps) / eps I: it stays positive only for d < eps.
+  expectOption(damping < r.epsilon, 'KradagradStar.damping', `a number in [0, epsilon = ${r.epsilon}) (damping >= epsilon makes L0 - d L0^2 <= 0)`, damping);
   return {
     ...r,
     normalization: oneOf(o.normalization, 'paper', 'KradagradStar.normalization', ['paper', 'reference'] as const),
-    damping: num(o.damping, 0, 'KradagradStar.damping', '>= 0', (x) => x >= 0),
+    damping,
   };
 }
 
 export function resolveKradagrad(opts: KradagradOptions | undefined): ResolvedKradagrad {
   const o = checkObject(opts, 'Kradagrad options');
   rejectUnknownKeys(o, [...preKeys, 'damping'], 'Kradagrad');
-  return { ...resolvePre(o, 'Kradagrad', 'none'), damping: bool(o.damping, true, 'Kradagrad.damping') };
+  const r = resolvePre(o, 'Kradagrad', 'none');
+  const damping = bool(o.damping, true, 'Kradagrad.damping');
+  // Damping L' = L - eps L L^T with L0 = I gives (1 - eps) I: positive only for eps < 1.
+  if (damping) expectOption(r.epsilon < 1, 'Kradagrad.epsilon', 'a number in [0, 1) with damping on (L0 - eps L0^2 = (1 - eps) I)', r.epsilon);
+  return { ...r, damping };
 }
 
 /** lr at 1-based step t, validated. */

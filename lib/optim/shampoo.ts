@@ -13,6 +13,12 @@ import type { NamedParams, ShampooOptions } from './types';
 export class Shampoo extends KroneckerOptimizer {
   readonly kind = 'shampoo';
   private readonly so: ResolvedShampoo;
+  /**
+   * @param params Parameters by name: host arrays `{ data, shape }` (updated in place) or
+   *   tensor handles (device mode).
+   * @param opts Options ({@link ShampooOptions}); every one is checked here, and a bad or
+   *   unknown one throws INVALID_OPTION.
+   */
   constructor(params: NamedParams, opts?: ShampooOptions) {
     const o = resolveShampoo(opts);
     super(params, o, 'Shampoo');
@@ -21,10 +27,10 @@ export class Shampoo extends KroneckerOptimizer {
   protected initStatistic(s: Tensor): Tensor {
     return ops.addIdentity(s, this.o.epsilon);
   }
-  protected updateStatistics(g: Group): void {
+  protected updateStatistic(g: Group, i: number, x: Tensor, S: Tensor[]): void {
     const beta2 = this.o.beta2;
-    const w = beta2 === 1 ? 1 : 1 - beta2;
-    g.stats.forEach((s, i) => ops.gram(g.G, i, s, w, beta2));
+    ops.copy(g.stats[i], S[0]);
+    ops.gram(x, i, S[0], beta2 === 1 ? 1 : 1 - beta2, beta2);
   }
   protected rootSpec(k: number): { p: number; floor: number } {
     return { p: -1 / (2 * k), floor: this.so.eigenvalueFloor };

@@ -33,8 +33,23 @@ export interface BaseOptions {
   weightDecayMode?: 'l2' | 'decoupled';
   /** Where state lives: 'auto' (CUDA if usable, else CPU), 'cpu', 'cuda' or a Backend. Default 'auto'. */
   backend?: BackendRequest | Backend;
-  /** What a non-finite gradient does: 'throw' (NONFINITE, state unchanged) or 'skip' the step. Default 'throw'. */
+  /**
+   * What a non-finite step does: a gradient with NaN/Inf, or an update whose statistics or
+   * new parameter values are not finite (a learning rate or weight decay too large, a
+   * gradient too large for float32 statistics). 'throw': a KradagradError with code
+   * NONFINITE and the state unchanged; 'skip': the step is skipped (`skippedSteps` counts
+   * it), the state unchanged. Default 'throw'.
+   */
   onNonFinite?: 'throw' | 'skip';
+  /**
+   * A parameter without a gradient in a step (its key missing, or `undefined` / `null`):
+   * 'error' rejects the step (INVALID_ARGUMENT); 'skip' leaves that parameter, its
+   * statistics, roots, momentum and other state exactly as they are for this step (frozen
+   * layers, heads unused by a batch; as tfjs and PyTorch skip a missing gradient). The
+   * step counter is shared: it advances when any parameter steps. Default 'error' (the
+   * tfjs adapter defaults to 'skip').
+   */
+  missingGradient?: 'error' | 'skip';
 }
 
 export type SgdOptions = BaseOptions;
@@ -81,13 +96,47 @@ export interface PreconditionerOptions extends BaseOptions {
   startStep?: number;
   /** dtype of the factor statistics and roots. Default 'float32'. */
   statisticsDtype?: 'float32' | 'float64';
-  /** Root method: LAPACK/cuSOLVER eigh, or GEMM-only coupled Newton warm-started from the last root. Default 'eigh'. */
-  rootMethod?: 'eigh' | 'newton';
+  /**
+   * How factor roots are computed: `'eigh'` (LAPACK / cuSOLVER eigendecomposition, the
+   * default) or `'newton'` (GEMM-only coupled Newton iteration, falling back to eigh for
+   * factors it does not converge on), or a config object for either (see
+   * {@link EighRootConfig}, {@link NewtonRootConfig}). Every method keeps the previous root
+   * of a factor it cannot compute and counts the failure.
+   */
+  rootMethod?: 'eigh' | 'newton' | RootMethodConfig;
   /** Consecutive root failures of one factor (after a float64 retry) before throwing NONFINITE_FACTOR. Default 3. */
   maxRootFailures?: number;
-  /** Refresh roots off the main thread; the step uses roots at most `maxStaleness` refreshes old. Default false. */
+  /**
+   * Root refreshes in the background: a refresh due at step t runs off the main thread on
+   * a snapshot of the statistics of step t, and its roots are swapped in at step
+   * t + maxStaleness * rootFrequency (the step waits for it if it has not finished then),
+   * so the run is deterministic, and a checkpoint taken meanwhile resumes exactly. `true`
+   * means `{ maxStaleness: 1 }`; `maxStaleness: 0` is the synchronous refresh. Default false.
+   */
   asyncRoots?: boolean | { maxStaleness?: number };
 }
+
+/** The eigendecomposition root: V diag(max(w, floor)^p) V^T of the factor plus a tiny ridge. */
+export interface EighRootConfig {
+  method: 'eigh';
+  /** Retry float32 factors whose eigendecomposition fails in float64 before counting a failure. Default true. */
+  retryFloat64?: boolean;
+}
+/**
+ * The GEMM-only coupled Newton iteration (Guo & Higham 2006) for A^(+-1/r). Factors it does
+ * not converge on fall back to eigh. It cannot clamp eigenvalues, so it is refused where an
+ * eigenvalue floor could bind (Shampoo with `eigenvalueFloor > epsilon` or `beta2 < 1`).
+ */
+export interface NewtonRootConfig {
+  method: 'newton';
+  /** Iteration cap. Default 40. */
+  maxIterations?: number;
+  /** Stop when ||M - I||_F <= tolerance * sqrt(n). Default 1e-5 (float32), 1e-12 (float64). */
+  tolerance?: number;
+  /** As for eigh, for the fallback. Default true. */
+  retryFloat64?: boolean;
+}
+export type RootMethodConfig = EighRootConfig | NewtonRootConfig;
 
 export interface ShampooOptions extends PreconditionerOptions {
   /** Eigenvalue floor of the inverse root. Default = epsilon. */
@@ -120,15 +169,31 @@ export interface Optimizer {
   readonly paramNames: readonly string[];
   /** Applies one update from `grads` (one entry per parameter); parameters change in place. */
   step(grads: Grads): void;
-  /** Like step, but root refreshes run off the main thread (awaits them only when asyncRoots is off). */
+  /**
+   * The same step as {@link Optimizer.step}, run entirely off the main thread (the argument
+   * checks and the recording of the step's native ops are all that run on it), so the event
+   * loop stays free. Parameter arrays are updated in place when the promise resolves; do
+   * not read or write them, or reuse device-mode gradient tensors, until then. While it is
+   * in flight every other call on this optimizer (step, stepAsync, save, load, dispose)
+   * throws a KradagradError with code BUSY. Results are bitwise those of step().
+   */
   stepAsync(grads: Grads): Promise<void>;
   /** Optimizer state size in bytes (statistics, roots, moments, scratch excluded). */
   stateBytes(): number;
-  /** Versioned binary state (exact round trip with loadState). */
+  /**
+   * The state as a checkpoint (format 2: the safetensors layout with a checksum; exact round
+   * trip with loadState). Format 1 buffers from earlier versions load too.
+   */
   saveState(): Buffer;
+  /** Restores a checkpoint; all or nothing (STATE_FORMAT and the state unchanged when anything is wrong). */
   loadState(buf: Buffer): void;
+  /** Writes the checkpoint atomically (temporary file, flush, rename, flush the folder): a crash leaves the old file or the new one. */
   saveStateFile(path: string): void;
   loadStateFile(path: string): void;
+  /** saveStateFile without blocking the event loop for the file writes and the checksum. */
+  saveStateFileAsync(path: string): Promise<void>;
+  /** loadStateFile without blocking the event loop for the file read and the checksum. */
+  loadStateFileAsync(path: string): Promise<void>;
   /** Frees all native state. */
   dispose(): void;
 }

@@ -46,7 +46,7 @@ export interface NamedTensor {
 import { KradagradError, describe } from '../errors';
 import { Adam, Kradagrad, KradagradStar, Sgd, Shampoo } from '../optim';
 import { resolveAdam, resolveKradagrad, resolveKradagradStar, resolveSgd, resolveShampoo } from '../optim/options';
-import { readState } from '../optim/state';
+import { checkpointSummary } from '../optim/checkpoint';
 import { Backend } from '../tensor';
 import type {
   AdamOptions,
@@ -169,7 +169,7 @@ export abstract class KradagradTfjsOptimizer<O extends BaseOptions = BaseOptions
     let order = names.map((_, i) => i);
     const pending = this.pending;
     if (pending) {
-      const saved = readState(pending).params;
+      const saved = checkpointSummary(pending).params;
       if (saved.length !== names.length) {
         throw err(
           `${this.getClassName()}: the restored state is for ${saved.length} variables (${saved.map((p) => p.name).join(', ')}) but ${names.length} were given (${names.join(', ')})`,
@@ -253,7 +253,7 @@ export abstract class KradagradTfjsOptimizer<O extends BaseOptions = BaseOptions
     let buf: Buffer | null = null;
     if (st) {
       buf = decodeBytes(st.tensor);
-      const kind = readState(buf).kind; // validates magic, version, header
+      const kind = checkpointSummary(buf).kind; // validates the header
       if (kind !== this.kind) throw new KradagradError(`${this.getClassName()}.setWeights: the state is for '${kind}', this optimizer is '${this.kind}'`, 'STATE_FORMAT');
     }
     this.iterations_ = iter ? (await iter.tensor.data())[0] : 0;

@@ -155,6 +155,86 @@ class Backend {
   }
   // z *= ||x||_F / (||z||_F + eps) per span (scale_by_norm_ratio of one item each).
   virtual Status multi_norm_ratio(const std::vector<Span>& spans, double eps);
+
+  // ---- the optimizers' final stages, out of place (a step computes into spare buffers and
+  // commits by swapping them in, so a rejected step changes nothing). Each returns, per
+  // span, whether the values it wrote are all finite (one host read). Arithmetic, element
+  // by element and in the span's dtype, is exactly that of the single ops they replace
+  // (the comment of each says which), so results are bitwise those of the unfused chains.
+  // The defaults (backend.cc) are built from the primitives above, with scratch.
+
+  // z = a x + b y                                  (copy y -> z, then axpby)
+  struct Axpby3 {
+    DType dt;
+    const void* x;
+    const void* y;
+    void* z;
+    int64_t count;
+  };
+  virtual Status axpby_out_many(const std::vector<Axpby3>& spans, double a, double b);
+
+  // Direction d -> momentum m -> parameters w, per element:
+  //   d' = l2 ? wd w + d : d                        (axpby(w, d, wd, 1))
+  //   m' = d' + mu m                                (axpby(d, m, 1, mu); only when mu > 0)
+  //   u  = ext ? u_ext : mu > 0 ? (nesterov ? mu m' + d' : m') : d'
+  //   w' = (decoupled ? (1 - lr wd) w : w) - lr u   (axpby(w, w, 0, 1 - lr wd); axpby(u, w, -lr, 1))
+  // into m_out and w_out (either may alias its input). finite[j]: w' (and m') of span j.
+  struct UpdateSpan {
+    DType dt;
+    const void* d;
+    const void* m;    // null when mu == 0
+    const void* w;
+    const void* u;    // the external direction when ext, else null
+    void* m_out;      // null when mu == 0
+    void* w_out;
+    int64_t count;
+  };
+  struct UpdateParams {
+    double lr = 0, mu = 0, wd = 0;
+    bool nesterov = false, l2 = false, decoupled = false, ext = false;
+  };
+  virtual Status update_many(const std::vector<UpdateSpan>& spans, const UpdateParams& p, std::vector<uint8_t>* finite);
+
+  // Adam, per element (the chain of axpby / mul_acc / div_sqrt / axpby it replaces):
+  //   g' = l2 ? wd w + g : g;  w0 = decoupled ? (1 - lr wd) w : w
+  //   m' = (1 - b1) g' + b1 m;  v' = b2 v + (1 - b2) g' g';  w' = -(lr / bc1) m' / (sqrt(v' / bc2) + eps) + w0
+  // finite[j]: m', v' and w' of span j.
+  struct AdamSpan {
+    DType dt;
+    const void* g;
+    const void* m;
+    const void* v;
+    const void* w;
+    void* m_out;
+    void* v_out;
+    void* w_out;
+    int64_t count;
+  };
+  struct AdamParams {
+    double lr = 0, b1 = 0, b2 = 0, eps = 0, wd = 0, bc1 = 1, bc2 = 1;
+    bool l2 = false, decoupled = false;
+  };
+  virtual Status adam_many(const std::vector<AdamSpan>& spans, const AdamParams& p, std::vector<uint8_t>* finite);
+
+  // Graft directions (norm grafting's source), per element:
+  //   ADAGRAD: acc' = acc + g g;  dir = g / (sqrt(acc') + eps)
+  //   ADAM:    mom' = (1 - b1) g + b1 mom;  acc' = b2 acc + (1 - b2) g g;
+  //            dir = (1 / bc1) (mom' / (sqrt(acc' / bc2) + eps))
+  enum class Graft : int { ADAGRAD = 0, ADAM = 1 };
+  struct GraftSpan {
+    DType dt;
+    const void* g;
+    const void* acc;
+    const void* mom;  // ADAM only
+    void* acc_out;
+    void* mom_out;    // ADAM only
+    void* dir;
+    int64_t count;
+  };
+  struct GraftParams {
+    double eps = 0, b1 = 0, b2 = 0, bc1 = 1, bc2 = 1;
+  };
+  virtual Status graft_many(Graft kind, const std::vector<GraftSpan>& spans, const GraftParams& p);
 };
 
 inline Status Backend::multi_elementwise(Multi op, const std::vector<Span>& spans, double a, double b) {

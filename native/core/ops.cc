@@ -104,15 +104,27 @@ std::string Tensor::describe() const {
   return o.str();
 }
 
-Status make_tensor(Backend* backend, DType dtype, int64_t batch, const std::vector<int64_t>& shape,
-                   TensorPtr* out) {
-  if (batch < 1) return Status::Error(Code::INVALID_ARGUMENT, "batch must be >= 1, got " + std::to_string(batch));
+Status checked_numel(int64_t batch, const std::vector<int64_t>& shape, int64_t* out) {
+  const int64_t limit = int64_t(1) << 53;
+  if (batch < 1 || batch > limit)
+    return Status::Error(Code::INVALID_ARGUMENT, "batch must be an integer in [1, 2^53], got " + std::to_string(batch));
   int64_t n = batch;
   for (auto d : shape) {
     if (d < 1) return Status::Error(Code::INVALID_ARGUMENT, "dimensions must be >= 1, got " + shape_str(shape));
-    if (n > (int64_t(1) << 40) / d) return Status::Error(Code::INVALID_ARGUMENT, "tensor too large: " + shape_str(shape));
+    if (d > limit / n)
+      return Status::Error(Code::INVALID_ARGUMENT, "batch " + std::to_string(batch) + " of " + shape_str(shape) +
+                                                       " has more than 2^53 elements");
     n *= d;
   }
+  *out = n;
+  return Status::Ok();
+}
+
+Status make_tensor(Backend* backend, DType dtype, int64_t batch, const std::vector<int64_t>& shape,
+                   TensorPtr* out) {
+  int64_t n = 0;
+  KRAD_RETURN_IF_ERROR(checked_numel(batch, shape, &n));
+  if (n > (int64_t(1) << 40)) return Status::Error(Code::INVALID_ARGUMENT, "tensor too large: " + shape_str(shape));
   size_t bytes = static_cast<size_t>(n) * dtype_size(dtype);
   void* p = nullptr;
   KRAD_RETURN_IF_ERROR(backend->allocate(bytes, &p));
@@ -123,12 +135,10 @@ Status make_tensor(Backend* backend, DType dtype, int64_t batch, const std::vect
 }
 
 Status reshape(const TensorPtr& t, int64_t batch, const std::vector<int64_t>& shape, TensorPtr* out) {
-  int64_t n = batch;
-  for (auto d : shape) {
-    if (d < 1) return Status::Error(Code::INVALID_ARGUMENT, "reshape: dimensions must be >= 1, got " + shape_str(shape));
-    n *= d;
-  }
-  if (batch < 1 || n != t->numel())
+  int64_t n = 0;
+  Status s = checked_numel(batch, shape, &n);
+  if (!s.ok()) return Status::Error(s.code, "reshape: " + s.message);
+  if (n != t->numel())
     return Status::Error(Code::SHAPE_MISMATCH, "reshape: cannot view " + t->describe() + " as batch " +
                                                    std::to_string(batch) + " of " + shape_str(shape));
   *out = std::make_shared<Tensor>(t->backend(), t->dtype(), batch, shape, t->storage());
@@ -585,6 +595,97 @@ Status boxes_many(const std::vector<Tensor*>& fulls, Tensor& blocks, const std::
       }));
   if (entries.empty()) return Status::Ok();
   return blocks.backend()->boxes_many(blocks.dtype(), blocks.shape(), entries, scatter);
+}
+
+namespace {
+Status same_all(const std::vector<const Tensor*>& ts, const char* op) {
+  for (const Tensor* t : ts) {
+    if (!t) continue;
+    KRAD_RETURN_IF_ERROR(compatible(*ts[0], *t, op));
+    if (t->numel() != ts[0]->numel())
+      return Status::Error(Code::SHAPE_MISMATCH, std::string(op) + ": element counts differ (" + ts[0]->describe() +
+                                                     " and " + t->describe() + ")");
+  }
+  return Status::Ok();
+}
+// Entry-wise check with the index in the message (nothing runs when any entry is bad).
+template <class Check>
+Status check_entries(const char* op, size_t n, Check check) {
+  for (size_t i = 0; i < n; ++i) {
+    Status s = check(i);
+    if (!s.ok()) return Status::Error(s.code, std::string(op) + ": entry " + std::to_string(i) + ": " + s.message, (long long)i);
+  }
+  return Status::Ok();
+}
+Status need(bool ok, const char* what) {
+  return ok ? Status::Ok() : Status::Error(Code::INVALID_ARGUMENT, what);
+}
+}  // namespace
+
+Status update_many(const std::vector<UpdateEntry>& es, const Backend::UpdateParams& p, std::vector<uint8_t>* finite) {
+  finite->clear();
+  if (es.empty()) return Status::Ok();
+  const bool mom = p.mu > 0;
+  KRAD_RETURN_IF_ERROR(check_entries("update_many", es.size(), [&](size_t i) {
+    const UpdateEntry& e = es[i];
+    KRAD_RETURN_IF_ERROR(need(e.d && e.w && e.w_out, "direction, parameter and output are required"));
+    KRAD_RETURN_IF_ERROR(need(mom == (e.m != nullptr && e.m_out != nullptr), "momentum buffers must be given exactly when momentum > 0"));
+    KRAD_RETURN_IF_ERROR(need(p.ext == (e.u != nullptr), "an external direction must be given exactly in the external mode"));
+    KRAD_RETURN_IF_ERROR(same_all({e.d, e.w, e.w_out, e.m, e.m_out, e.u}, "update_many"));
+    return same_backend(*es[0].d, *e.d, "update_many");
+  }));
+  std::vector<Backend::UpdateSpan> spans;
+  for (const UpdateEntry& e : es)
+    spans.push_back({e.w->dtype(), e.d->data(), e.m ? e.m->data() : nullptr, e.w->data(), e.u ? e.u->data() : nullptr,
+                     e.m_out ? e.m_out->data() : nullptr, e.w_out->data(), e.w->numel()});
+  return es[0].d->backend()->update_many(spans, p, finite);
+}
+
+Status adam_many(const std::vector<AdamEntry>& es, const Backend::AdamParams& p, std::vector<uint8_t>* finite) {
+  finite->clear();
+  if (es.empty()) return Status::Ok();
+  KRAD_RETURN_IF_ERROR(check_entries("adam_many", es.size(), [&](size_t i) {
+    const AdamEntry& e = es[i];
+    KRAD_RETURN_IF_ERROR(need(e.g && e.m && e.v && e.w && e.m_out && e.v_out && e.w_out, "every tensor is required"));
+    KRAD_RETURN_IF_ERROR(same_all({e.g, e.m, e.v, e.w, e.m_out, e.v_out, e.w_out}, "adam_many"));
+    return same_backend(*es[0].g, *e.g, "adam_many");
+  }));
+  std::vector<Backend::AdamSpan> spans;
+  for (const AdamEntry& e : es)
+    spans.push_back({e.w->dtype(), e.g->data(), e.m->data(), e.v->data(), e.w->data(), e.m_out->data(), e.v_out->data(),
+                     e.w_out->data(), e.w->numel()});
+  return es[0].g->backend()->adam_many(spans, p, finite);
+}
+
+Status graft_many(Backend::Graft kind, const std::vector<GraftEntry>& es, const Backend::GraftParams& p) {
+  if (es.empty()) return Status::Ok();
+  const bool adam = kind == Backend::Graft::ADAM;
+  KRAD_RETURN_IF_ERROR(check_entries("graft_many", es.size(), [&](size_t i) {
+    const GraftEntry& e = es[i];
+    KRAD_RETURN_IF_ERROR(need(e.g && e.acc && e.acc_out && e.dir, "gradient, accumulator, its output and the direction are required"));
+    KRAD_RETURN_IF_ERROR(need(adam == (e.mom != nullptr && e.mom_out != nullptr), "moment buffers must be given exactly for Adam grafting"));
+    KRAD_RETURN_IF_ERROR(same_all({e.g, e.acc, e.acc_out, e.dir, e.mom, e.mom_out}, "graft_many"));
+    return same_backend(*es[0].g, *e.g, "graft_many");
+  }));
+  std::vector<Backend::GraftSpan> spans;
+  for (const GraftEntry& e : es)
+    spans.push_back({e.g->dtype(), e.g->data(), e.acc->data(), e.mom ? e.mom->data() : nullptr, e.acc_out->data(),
+                     e.mom_out ? e.mom_out->data() : nullptr, e.dir->data(), e.g->numel()});
+  return es[0].g->backend()->graft_many(kind, spans, p);
+}
+
+Status axpby_out_many(const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& ys,
+                      const std::vector<Tensor*>& zs, double a, double b) {
+  const char* op = "axpby_out_many";
+  KRAD_RETURN_IF_ERROR(need_lengths(op, xs.size(), {ys.size(), zs.size()}));
+  if (xs.empty()) return Status::Ok();
+  KRAD_RETURN_IF_ERROR(check_entries(op, xs.size(), [&](size_t i) {
+    KRAD_RETURN_IF_ERROR(same_all({xs[i], ys[i], zs[i]}, op));
+    return same_backend(*xs[0], *xs[i], op);
+  }));
+  std::vector<Backend::Axpby3> spans;
+  for (size_t i = 0; i < xs.size(); ++i) spans.push_back({zs[i]->dtype(), xs[i]->data(), ys[i]->data(), zs[i]->data(), zs[i]->numel()});
+  return xs[0]->backend()->axpby_out_many(spans, a, b);
 }
 
 }  // namespace krad

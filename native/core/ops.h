@@ -76,4 +76,56 @@ Status scale_by_norm_ratio_many(const std::vector<Tensor*>& ds, const std::vecto
 Status boxes_many(const std::vector<Tensor*>& fulls, Tensor& blocks, const std::vector<std::vector<int64_t>>& offsets,
                   const std::vector<int64_t>& firsts, bool scatter);
 
+// ---- root refresh (roots.cc) -----------------------------------------------------------
+// How a batch of factor roots A^p is computed: `newton` tries the GEMM-only coupled Newton
+// iteration first (p = +-1/r only; `max_iterations` / `tolerance` <= 0 take the defaults 40
+// and 1e-5 (float32) / 1e-12 (float64), relative to sqrt(n)); eigh (matpow with `floor`
+// and `ridge`) takes what it leaves; float32 items that still fail are retried in float64
+// when `retry_float64`; anything that fails after that keeps the previous root.
+struct RootSpec {
+  double p = 0, floor = 0, ridge = 0;
+  bool newton = false;
+  int max_iterations = 0;
+  double tolerance = 0;
+  bool retry_float64 = true;
+};
+// out = roots of `a` per item, or prev's item where every method failed (info[b] != 0 then).
+// out may be prev; it must not alias a.
+Status root(const Tensor& a, const Tensor& prev, Tensor& out, const RootSpec& spec, std::vector<int>* info);
+// The Newton part alone (info[b] = 0 where it converged and wrote out's item b).
+Status newton_root(const Tensor& a, const Tensor& prev, Tensor& out, const RootSpec& spec, std::vector<int>* info);
+
+// ---- fused optimizer stages (out of place; see Backend::update_many and friends). Every
+// entry is checked before any runs. `finite` gets, per entry, whether what it wrote is finite.
+struct UpdateEntry {
+  const Tensor* d;
+  const Tensor* m;  // null without momentum
+  const Tensor* w;
+  const Tensor* u;  // external direction, or null
+  Tensor* m_out;    // null without momentum
+  Tensor* w_out;
+};
+Status update_many(const std::vector<UpdateEntry>& entries, const Backend::UpdateParams& p, std::vector<uint8_t>* finite);
+struct AdamEntry {
+  const Tensor *g, *m, *v, *w;
+  Tensor *m_out, *v_out, *w_out;
+};
+Status adam_many(const std::vector<AdamEntry>& entries, const Backend::AdamParams& p, std::vector<uint8_t>* finite);
+struct GraftEntry {
+  const Tensor* g;
+  const Tensor* acc;
+  const Tensor* mom;  // ADAM only
+  Tensor* acc_out;
+  Tensor* mom_out;    // ADAM only
+  Tensor* dir;
+};
+Status graft_many(Backend::Graft kind, const std::vector<GraftEntry>& entries, const Backend::GraftParams& p);
+// zs[i] = a xs[i] + b ys[i]
+Status axpby_out_many(const std::vector<const Tensor*>& xs, const std::vector<const Tensor*>& ys,
+                      const std::vector<Tensor*>& zs, double a, double b);
+
+// Element count of `batch` items of `shape`, or an error when a dimension is < 1 or the
+// count passes 2^53 (beyond that a JS number, and a size_t of bytes, cannot hold it exactly).
+Status checked_numel(int64_t batch, const std::vector<int64_t>& shape, int64_t* out);
+
 }  // namespace krad

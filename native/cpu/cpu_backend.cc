@@ -87,6 +87,103 @@ bool finite_block(const T* x, int64_t count) {
   return true;
 }
 
+// One element of axpby's y = a x + b y, with its branches: a == 0 never reads x, b == 0
+// never reads y (axpby_t below). The fused stages use it so they round exactly as the
+// chains of single ops they replace.
+template <typename T>
+inline T ax_by(T a, T x, T b, T y) {
+  return a == T(0) ? b * y : (b == T(0) ? a * x : a * x + b * y);
+}
+
+template <typename T>
+bool update_span(const Backend::UpdateSpan& s, const Backend::UpdateParams& p) {
+  const T* D = static_cast<const T*>(s.d);
+  const T* M = static_cast<const T*>(s.m);
+  const T* W = static_cast<const T*>(s.w);
+  const T* U = static_cast<const T*>(s.u);
+  T* MO = static_cast<T*>(s.m_out);
+  T* WO = static_cast<T*>(s.w_out);
+  const T wd = static_cast<T>(p.wd), mu = static_cast<T>(p.mu), nlr = static_cast<T>(-p.lr);
+  const T dec = static_cast<T>(1 - p.lr * p.wd), one = T(1), zero = T(0);
+  const bool mom = p.mu > 0;
+  bool ok = true;
+  for (int64_t i = 0; i < s.count; ++i) {
+    T d = D[i];
+    if (p.l2) d = ax_by(wd, W[i], one, d);
+    T mn = zero;
+    if (mom) {
+      mn = ax_by(one, d, mu, M[i]);
+      ok = ok && std::isfinite(mn);
+    }
+    const T u = p.ext ? U[i] : mom ? (p.nesterov ? ax_by(mu, mn, one, d) : mn) : d;
+    T w = W[i];
+    if (p.decoupled) w = ax_by(zero, w, dec, w);
+    const T wn = ax_by(nlr, u, one, w);
+    ok = ok && std::isfinite(wn);
+    if (mom) MO[i] = mn;
+    WO[i] = wn;
+  }
+  return ok;
+}
+
+template <typename T>
+bool adam_span(const Backend::AdamSpan& s, const Backend::AdamParams& p) {
+  const T *G = static_cast<const T*>(s.g), *M = static_cast<const T*>(s.m), *V = static_cast<const T*>(s.v),
+          *W = static_cast<const T*>(s.w);
+  T *MO = static_cast<T*>(s.m_out), *VO = static_cast<T*>(s.v_out), *WO = static_cast<T*>(s.w_out);
+  const T wd = static_cast<T>(p.wd), dec = static_cast<T>(1 - p.lr * p.wd), one = T(1), zero = T(0);
+  const T a1 = static_cast<T>(1 - p.b1), b1 = static_cast<T>(p.b1), b2 = static_cast<T>(p.b2),
+          a2 = static_cast<T>(1 - p.b2), sc = static_cast<T>(1 / p.bc2), eps = static_cast<T>(p.eps),
+          step = static_cast<T>(-p.lr / p.bc1);
+  bool ok = true;
+  for (int64_t i = 0; i < s.count; ++i) {
+    T g = G[i];
+    if (p.l2) g = ax_by(wd, W[i], one, g);
+    T w = W[i];
+    if (p.decoupled) w = ax_by(zero, w, dec, w);
+    const T m = ax_by(a1, g, b1, M[i]);
+    const T v = b2 * V[i] + a2 * g * g;
+    const T dir = m / (std::sqrt(v * sc) + eps);
+    const T wn = ax_by(step, dir, one, w);
+    ok = ok && std::isfinite(m) && std::isfinite(v) && std::isfinite(wn);
+    MO[i] = m;
+    VO[i] = v;
+    WO[i] = wn;
+  }
+  return ok;
+}
+
+template <typename T>
+void graft_span(Backend::Graft kind, const Backend::GraftSpan& s, const Backend::GraftParams& p) {
+  const T* G = static_cast<const T*>(s.g);
+  const T* A = static_cast<const T*>(s.acc);
+  T* AO = static_cast<T*>(s.acc_out);
+  T* DIR = static_cast<T*>(s.dir);
+  const T one = T(1), zero = T(0), eps = static_cast<T>(p.eps);
+  if (kind == Backend::Graft::ADAGRAD) {
+    for (int64_t i = 0; i < s.count; ++i) {
+      const T g = G[i];
+      const T a = one * A[i] + one * g * g;
+      AO[i] = a;
+      DIR[i] = g / (std::sqrt(a * one) + eps);
+    }
+    return;
+  }
+  const T* MO_in = static_cast<const T*>(s.mom);
+  T* MO = static_cast<T*>(s.mom_out);
+  const T a1 = static_cast<T>(1 - p.b1), b1 = static_cast<T>(p.b1), b2 = static_cast<T>(p.b2),
+          a2 = static_cast<T>(1 - p.b2), sc = static_cast<T>(1 / p.bc2), c1 = static_cast<T>(1 / p.bc1);
+  for (int64_t i = 0; i < s.count; ++i) {
+    const T g = G[i];
+    const T m = ax_by(a1, g, b1, MO_in[i]);
+    const T a = b2 * A[i] + a2 * g * g;
+    MO[i] = m;
+    AO[i] = a;
+    const T d = m / (std::sqrt(a * sc) + eps);
+    DIR[i] = ax_by(zero, d, c1, d);
+  }
+}
+
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
@@ -303,6 +400,41 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
 
+  Status axpby_out_many(const std::vector<Axpby3>& spans, double a, double b) override {
+    for (const Axpby3& s : spans) {
+      if (s.dt == DType::F32)
+        axpby3_t<float>(s, a, b);
+      else
+        axpby3_t<double>(s, a, b);
+    }
+    return Status::Ok();
+  }
+
+  Status update_many(const std::vector<UpdateSpan>& spans, const UpdateParams& p,
+                     std::vector<uint8_t>* finite) override {
+    finite->assign(spans.size(), 1);
+    for (size_t j = 0; j < spans.size(); ++j)
+      (*finite)[j] = spans[j].dt == DType::F32 ? update_span<float>(spans[j], p) : update_span<double>(spans[j], p);
+    return Status::Ok();
+  }
+
+  Status adam_many(const std::vector<AdamSpan>& spans, const AdamParams& p, std::vector<uint8_t>* finite) override {
+    finite->assign(spans.size(), 1);
+    for (size_t j = 0; j < spans.size(); ++j)
+      (*finite)[j] = spans[j].dt == DType::F32 ? adam_span<float>(spans[j], p) : adam_span<double>(spans[j], p);
+    return Status::Ok();
+  }
+
+  Status graft_many(Graft kind, const std::vector<GraftSpan>& spans, const GraftParams& p) override {
+    for (const GraftSpan& s : spans) {
+      if (s.dt == DType::F32)
+        graft_span<float>(kind, s, p);
+      else
+        graft_span<double>(kind, s, p);
+    }
+    return Status::Ok();
+  }
+
   Status boxes(DType dt, void* src, const std::vector<int64_t>& sd, const std::vector<int64_t>& bd,
                const std::vector<int64_t>& offsets, void* dst, bool scatter) override {
     const int r = static_cast<int>(sd.size());
@@ -364,6 +496,14 @@ class CpuBackend final : public Backend {
         for (int64_t i = 0; i < count; ++i) ys[i] = a * xs[i] + be * ys[i];
       }
     }
+  }
+  template <typename T>
+  static void axpby3_t(const Axpby3& s, double a, double b) {
+    const T fa = static_cast<T>(a), fb = static_cast<T>(b);
+    const T* x = static_cast<const T*>(s.x);
+    const T* y = static_cast<const T*>(s.y);
+    T* z = static_cast<T*>(s.z);
+    for (int64_t i = 0; i < s.count; ++i) z[i] = ax_by(fa, x[i], fb, y[i]);
   }
   template <typename T>
   static void symmetrize_t(T* a, int64_t n, int64_t batch) {

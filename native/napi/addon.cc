@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "addon_data.h"
+#include "job.h"
 #include "ops_binding.h"
 #include "tensor_handle.h"
 
@@ -14,12 +15,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->tensor_ctor = Napi::Persistent(ctor);
   exports.Set("NativeTensor", ctor);
   InitOps(env, exports);
+  InitJobs(env, exports);
 #ifdef KRAD_WITH_CUDA
   exports.Set("flavor", Napi::String::New(env, "cuda"));
 #else
   exports.Set("flavor", Napi::String::New(env, "cpu"));
 #endif
-  exports.Set("abiVersion", Napi::Number::New(env, 1));
+  // KRAD_ABI_VERSION comes from package.json ("kradagrad": {"abi"}) through the build,
+  // the one place the TypeScript loader reads it from too.
+  exports.Set("abiVersion", Napi::Number::New(env, KRAD_ABI_VERSION));
   return exports;
 }
 

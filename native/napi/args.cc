@@ -42,8 +42,13 @@ krad::DType dtype_of(const Napi::TypedArray& a) {
   return a.TypedArrayType() == napi_float32_array ? krad::DType::F32 : krad::DType::F64;
 }
 const char* array_name(krad::DType d) { return d == krad::DType::F32 ? "Float32Array" : "Float64Array"; }
+// The element data of a typed array, whatever buffer backs it (an ArrayBuffer or a
+// SharedArrayBuffer: a.ArrayBuffer().Data() fails on the latter). Null when detached.
 void* typed_data(const Napi::TypedArray& a) {
-  return static_cast<char*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  void* data = nullptr;
+  size_t length = 0;
+  if (napi_get_typedarray_info(a.Env(), a, nullptr, &length, &data, nullptr, nullptr) != napi_ok) return nullptr;
+  return data;
 }
 
 krad::DType dtype_arg(Napi::Env env, const Napi::Value& v, const char* what) {
@@ -138,6 +143,11 @@ void coeff_arg(Napi::Env env, const Napi::CallbackInfo& info, size_t i, const ch
     throw_error(env, "INVALID_ARGUMENT", std::string("Expected a number or an array of numbers for ") + what +
                                              " but received " + describe_value(v));
   }
+  // An empty (or detached) array is not "no coefficients": it would silently mean the
+  // default for every item.
+  if (per_item->empty())
+    throw_error(env, "INVALID_ARGUMENT", std::string("Expected one coefficient per item for ") + what +
+                                             " but received an empty array");
   for (size_t k = 0; k < per_item->size(); ++k)
     if (!std::isfinite((*per_item)[k]))
       throw_error(env, "NONFINITE", std::string(what) + "[" + std::to_string(k) + "] is not finite");

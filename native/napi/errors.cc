@@ -28,10 +28,18 @@ void throw_error(Napi::Env env, const std::string& code, const std::string& mess
 }
 
 void check(Napi::Env env, const krad::Status& s) {
-  if (s.ok()) return;
+  if (!s.ok()) throw status_error(env, s);
+}
+
+Napi::Error status_error(Napi::Env env, const krad::Status& s) {
   Napi::Error e = make_error(env, krad::code_name(s.code), s.message);
-  if (s.info) e.Set("info", Napi::Number::New(env, static_cast<double>(s.info)));
-  throw e;
+  if (s.info) {
+    // The same field as KradagradError.details on the TypeScript side.
+    Napi::Object details = Napi::Object::New(env);
+    details.Set("info", Napi::Number::New(env, static_cast<double>(s.info)));
+    e.Set("details", details);
+  }
+  return e;
 }
 
 }  // namespace krad_napi

@@ -13,7 +13,9 @@ namespace krad_napi {
 void set_error_class(Napi::Env env, Napi::Function ctor);
 Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message);
 [[noreturn]] void throw_error(Napi::Env env, const std::string& code, const std::string& message);
-// Throws when !s.ok(), prefixing the message with `where`.
+// The coded error of a failed status (its `info`, when set, in `details.info`).
+Napi::Error status_error(Napi::Env env, const krad::Status& s);
+// Throws status_error(s) when !s.ok().
 void check(Napi::Env env, const krad::Status& s);
 
 }  // namespace krad_napi

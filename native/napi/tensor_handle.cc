@@ -1,10 +1,13 @@
 #include "tensor_handle.h"
 
 #include <cstring>
+#include <memory>
+#include <vector>
 
 #include "addon_data.h"
 #include "args.h"
 #include "errors.h"
+#include "job.h"
 
 namespace krad_napi {
 
@@ -119,6 +122,7 @@ Napi::Value TensorHandle::Dispose(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorHandle::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  ImmediateOnly(env, "read");
   auto t = Get(env, info.This(), "tensor");
   const size_t n = static_cast<size_t>(t->numel());
   Napi::TypedArray out;
@@ -150,6 +154,13 @@ Napi::Value TensorHandle::Write(const Napi::CallbackInfo& info) {
   if (src.ElementLength() != static_cast<size_t>(t->numel()))
     throw_error(env, "SHAPE_MISMATCH", "write: expected " + std::to_string(t->numel()) + " elements for " +
                                            t->describe() + " but got " + std::to_string(src.ElementLength()));
+  if (Recording(env)) {
+    // The data is copied now: the job runs later, and the caller may reuse its array.
+    auto copy = std::make_shared<std::vector<char>>(t->bytes());
+    std::memcpy(copy->data(), typed_data(src), t->bytes());
+    Dispatch(env, [t, copy](JobCtx&) { return t->backend()->upload(t->data(), copy->data(), t->bytes()); });
+    return env.Undefined();
+  }
   check(env, t->backend()->upload(t->data(), typed_data(src), t->bytes()));
   return env.Undefined();
 }
