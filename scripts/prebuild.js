@@ -56,7 +56,7 @@ function newest(p) {
 function inputsTime() {
   // native/cuda is not part of the CPU addon.
   const native = fs.readdirSync(path.join(root, 'native')).filter((d) => d !== 'cuda').map((d) => newest(path.join(root, 'native', d)));
-  return Math.max(...native, newest(path.join(root, 'binding.gyp')), newest(__filename), newest(shim));
+  return Math.max(...native, newest(path.join(root, 'binding.gyp')), newest(path.join(root, 'package.json')), newest(__filename), newest(shim));
 }
 
 /** The first existing file among dirs x names. */
@@ -114,6 +114,8 @@ function build(libs, extraArchives) {
   fs.rmSync(stage, { recursive: true, force: true });
   fs.mkdirSync(stage, { recursive: true });
   fs.copyFileSync(path.join(root, 'binding.gyp'), path.join(stage, 'binding.gyp'));
+  // binding.gyp reads the addon ABI number from package.json ("kradagrad": {"abi"}).
+  fs.copyFileSync(path.join(root, 'package.json'), path.join(stage, 'package.json'));
   copyTree(path.join(root, 'native'), path.join(stage, 'native'));
   fs.copyFileSync(shim, path.join(stage, 'gfortran_shim.c'));
   const gypi = {

@@ -438,6 +438,11 @@ export abstract class BaseOptimizer implements Optimizer {
       }
       return src.data.subarray(start, start + n);
     });
+    // A state that steps produce is always finite (steps that would make it otherwise are
+    // rejected): NaN or Inf in a checkpoint means it is damaged.
+    sources.forEach((src, i) => {
+      for (let j = 0; j < src.length; j++) if (!Number.isFinite(src[j])) bad(`tensor '${entries[i].name}' holds NaN or Inf (element ${j})`);
+    });
     const expected = names ? new Set([...names.values()].map((v) => v.v1)) : new Set(entries.map((e) => e.name));
     for (const k of d.tensors.keys()) if (!expected.has(k)) bad(`it holds tensor '${k}' this optimizer does not have (options differ?)`);
     const counters = this.restoreCounters(d.version === 1 ? this.v1Counters(d.meta.counters) : d.meta.counters);
