@@ -344,6 +344,14 @@ export abstract class BaseOptimizer implements Optimizer {
   protected restoreCounters(_c: Record<string, unknown>): () => void {
     return () => undefined;
   }
+  /**
+   * The tensors a checkpoint with counters `c` must hold and what applies its counters. The
+   * default: this optimizer's state tensors. (The Kronecker optimizers add the snapshots of
+   * background refreshes the checkpoint records.)
+   */
+  protected loadPlan(c: Record<string, unknown>, _step: number): { tensors: StateTensor[]; commit: () => void; abandon: () => void } {
+    return { tensors: this.stateTensors(), commit: this.restoreCounters(c), abandon: () => undefined };
+  }
   /** Format 1 name of each format 2 state tensor (and the item within a batched format 1 tensor). */
   protected v1Names(): Map<string, { v1: string; item?: number }> {
     const m = new Map<string, { v1: string; item?: number }>();
@@ -419,7 +427,22 @@ export abstract class BaseOptimizer implements Optimizer {
     if (d.meta.kind !== this.kind) bad(`it is for '${d.meta.kind}' but this optimizer is '${this.kind}'`);
     const mine = this.slots.map((s) => ({ name: s.name, shape: s.shape, dtype: s.dtype }));
     if (JSON.stringify(d.meta.params) !== JSON.stringify(mine)) bad(`its parameters ${JSON.stringify(d.meta.params)} differ from ${JSON.stringify(mine)}`);
-    const entries = this.stateTensors();
+    const plan = this.loadPlan(d.version === 1 ? this.v1Counters(d.meta.counters) : d.meta.counters, d.meta.step);
+    try {
+      this.applyPlan(d, plan.tensors);
+    } catch (e) {
+      plan.abandon();
+      throw e;
+    }
+    plan.commit();
+    this.t = d.meta.step;
+    this.skippedSteps = d.meta.skipped;
+  }
+
+  private applyPlan(d: DecodedCheckpoint, entries: StateTensor[]): void {
+    const bad = (msg: string): never => {
+      throw new KradagradError(`Checkpoint does not fit this optimizer: ${msg}`, 'STATE_FORMAT');
+    };
     const names = d.version === 1 ? this.v1Names() : undefined;
     const sources = entries.map((e) => {
       if (!names) {
@@ -445,7 +468,6 @@ export abstract class BaseOptimizer implements Optimizer {
     });
     const expected = names ? new Set([...names.values()].map((v) => v.v1)) : new Set(entries.map((e) => e.name));
     for (const k of d.tensors.keys()) if (!expected.has(k)) bad(`it holds tensor '${k}' this optimizer does not have (options differ?)`);
-    const counters = this.restoreCounters(d.version === 1 ? this.v1Counters(d.meta.counters) : d.meta.counters);
     // Everything checked: write. Batched tensors are assembled on the host and written once.
     const whole = new Map<Tensor, FloatArray>();
     entries.forEach((e, i) => {
@@ -458,9 +480,6 @@ export abstract class BaseOptimizer implements Optimizer {
       buf.set(sources[i], e.item * e.tensor.itemSize);
     });
     for (const [t, data] of whole) t.write(data);
-    counters();
-    this.t = d.meta.step;
-    this.skippedSteps = d.meta.skipped;
   }
 
   saveStateFile(path: string): void {

@@ -375,6 +375,20 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
       const r = this.k[i].rawMom;
       if (r) out.push({ name: `${s.name}/raw_mom`, tensor: r[0], shape: s.shape });
     });
+    for (const g of this.groups) for (const p of this.refresher.pending.get(g) ?? []) out.push(...this.pendingTensors(g, p));
+    return out;
+  }
+
+  /** A background refresh's snapshot, per block: `.../pending/<applyAt>/stat/<i>` and `/prev/<i>`. */
+  private pendingTensors(g: Group, p: PendingRefresh): StateTensor[] {
+    const out: StateTensor[] = [];
+    p.dims.forEach((i, k) => {
+      const n = g.extent[i];
+      for (let b = 0; b < g.batch; b++) {
+        out.push({ name: this.blockName(g, b, `pending/${p.applyAt}/stat`, i), tensor: p.stats[k], item: b, shape: [n, n] });
+        out.push({ name: this.blockName(g, b, `pending/${p.applyAt}/prev`, i), tensor: p.prev[k], item: b, shape: [n, n] });
+      }
+    });
     return out;
   }
 
@@ -395,16 +409,33 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
     return m;
   }
 
-  /** Root-failure counts by block: `{"<param>/block/<j>": [count per factor]}`. */
+  private blockKey(g: Group, b: number): string {
+    const m = g.members[b];
+    return `${this.slots[m.param].name}/block/${m.block}`;
+  }
+
+  /**
+   * Root-failure counts by block, `{"<param>/block/<j>": [count per factor]}`, and the
+   * background refreshes in flight: `[{launchedAt, applyAt, dims, blocks, inactive}]`, one per
+   * group and launch (their snapshots are tensors).
+   */
   protected counters(): Record<string, unknown> {
     const failures: Record<string, number[]> = {};
+    const pending: Record<string, unknown>[] = [];
     for (const g of this.groups) {
-      for (let b = 0; b < g.batch; b++) {
-        const m = g.members[b];
-        failures[`${this.slots[m.param].name}/block/${m.block}`] = g.failures.map((f) => f[b]);
+      for (let b = 0; b < g.batch; b++) failures[this.blockKey(g, b)] = g.failures.map((f) => f[b]);
+      for (const p of this.refresher.pending.get(g) ?? []) {
+        const blocks = g.members.map((_, b) => this.blockKey(g, b));
+        pending.push({
+          launchedAt: p.launchedAt,
+          applyAt: p.applyAt,
+          dims: p.dims,
+          blocks,
+          inactive: p.mask ? blocks.filter((_, b) => !p.mask![b]) : [],
+        });
       }
     }
-    return { failures };
+    return { failures, pending };
   }
 
   protected v1Counters(scalars: Record<string, unknown>): Record<string, unknown> {
@@ -443,10 +474,77 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
       }
     });
     if (Object.keys(f!).length !== seen) bad('counters.failures names blocks this optimizer does not have');
-    if (c.pending !== undefined && !(Array.isArray(c.pending) && c.pending.length === 0)) bad('background root refreshes in checkpoints are not supported yet');
-    return () => {
-      this.groups.forEach((g, gi) => g.failures.forEach((x, i) => x.set(next[gi][i])));
-      this.refresher.clear();
+    return () => this.groups.forEach((g, gi) => g.failures.forEach((x, i) => x.set(next[gi][i])));
+  }
+
+  /**
+   * Loading also restores the background refreshes the checkpoint had in flight: fresh
+   * snapshot buffers are filled from it, and their jobs restart once the load committed
+   * (the same op on the same snapshot gives the same roots, so the run continues exactly).
+   */
+  protected loadPlan(c: Record<string, unknown>, step: number): { tensors: StateTensor[]; commit: () => void; abandon: () => void } {
+    const counters = this.restoreCounters(c);
+    const bad = (msg: string): never => {
+      throw new KradagradError(`Checkpoint does not fit this optimizer: ${msg}`, 'STATE_FORMAT');
+    };
+    const list = c.pending ?? [];
+    if (!Array.isArray(list)) bad('counters.pending is not an array');
+    if ((list as unknown[]).length && !this.refresher.background) {
+      bad('it holds background root refreshes in flight; load it into an optimizer with the same asyncRoots');
+    }
+    const made: { g: Group; p: PendingRefresh }[] = [];
+    const abandon = () => made.forEach(({ p }) => [...p.stats, ...p.prev, ...p.out].forEach((t) => t.dispose()));
+    try {
+      for (const e of list as unknown[]) {
+        const o = e as Record<string, unknown>;
+        const isInt = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+        if (!o || typeof o !== 'object' || !isInt(o.launchedAt) || !isInt(o.applyAt) || !Array.isArray(o.dims) || !Array.isArray(o.blocks) || !Array.isArray(o.inactive)) {
+          bad(`counters.pending entry ${JSON.stringify(e)} is malformed`);
+        }
+        const g = this.groups.find((x) => x.members.length === (o.blocks as unknown[]).length && x.members.every((_, b) => this.blockKey(x, b) === (o.blocks as unknown[])[b]));
+        if (!g) bad(`counters.pending names blocks ${JSON.stringify(o.blocks)} that are not one group of this optimizer`);
+        const dims = o.dims as unknown[];
+        if (!dims.length || !dims.every((d) => Number.isInteger(d) && (d as number) >= 0 && (d as number) < g!.k) || new Set(dims).size !== dims.length) {
+          bad(`counters.pending dims ${JSON.stringify(dims)} do not fit blocks of rank ${g!.k}`);
+        }
+        if ((o.launchedAt as number) > step || (o.applyAt as number) <= step) {
+          bad(`a background refresh launched at step ${o.launchedAt} and applied at ${o.applyAt} cannot be in flight at step ${step}`);
+        }
+        if ((o.applyAt as number) - (o.launchedAt as number) !== this.refresher.lag) {
+          bad(`a background refresh launched at step ${o.launchedAt} applies at ${o.applyAt}, but this optimizer's asyncRoots lag is ${this.refresher.lag} steps`);
+        }
+        const inactive = o.inactive as unknown[];
+        if (!inactive.every((n) => (o.blocks as unknown[]).includes(n))) bad('counters.pending.inactive names blocks outside its group');
+        const mk = (n: number) => this.backend.tensor(this.cdt, [n, n], g!.batch);
+        const p: PendingRefresh = {
+          launchedAt: o.launchedAt as number,
+          applyAt: o.applyAt as number,
+          dims: dims as number[],
+          stats: (dims as number[]).map((i) => mk(g!.extent[i])),
+          prev: (dims as number[]).map((i) => mk(g!.extent[i])),
+          out: (dims as number[]).map((i) => mk(g!.extent[i])),
+          mask: inactive.length ? Uint8Array.from(g!.members, (_, b) => (inactive.includes(this.blockKey(g!, b)) ? 0 : 1)) : null,
+        };
+        made.push({ g: g!, p });
+      }
+    } catch (e) {
+      abandon();
+      throw e;
+    }
+    // This optimizer's own in-flight refreshes are replaced, not loaded into.
+    const own = new Set(this.groups.flatMap((g) => (this.refresher.pending.get(g) ?? []).flatMap((p) => [...p.stats, ...p.prev])));
+    const tensors = [...this.stateTensors().filter((t) => !own.has(t.tensor)), ...made.flatMap(({ g, p }) => this.pendingTensors(g, p))];
+    return {
+      tensors,
+      abandon,
+      commit: () => {
+        counters();
+        this.refresher.clear();
+        for (const { g, p } of made) {
+          this.refresher.install(g, p);
+          this.refresher.start(p, (i) => this.nativeSpec(g, i));
+        }
+      },
     };
   }
 

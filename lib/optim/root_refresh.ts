@@ -191,6 +191,13 @@ export class RootRefresher {
     for (const p of q) this.start(p, (i) => spec(groupOf(p), i));
   }
 
+  /** Adds a pending refresh of `g` (restored from a checkpoint; start() runs it). */
+  install(g: RootGroup, p: PendingRefresh): void {
+    let list = this.pending.get(g);
+    if (!list) this.pending.set(g, (list = []));
+    list.push(p);
+  }
+
   /** Starts (or restarts, after a checkpoint load) the job of a pending refresh. */
   start(p: PendingRefresh, spec: (dim: number) => NativeRootSpec): void {
     const slots: number[] = [];
