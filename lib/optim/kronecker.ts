@@ -212,11 +212,11 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
       const dims = this.factorsOfStep(g, c);
       const stats = g.stats.slice();
       const roots = g.roots.slice();
-      if (this.refresher.background) this.refresher.applyDue(tx, g, roots, this.describer(g));
+      if (this.refresher.background) this.refresher.applyDue(tx, g, roots, mask, this.describer(g));
       const x = this.statisticsInput(g, dims, roots);
       if (S.statisticsDue(tx.t)) this.recordStatistics(tx, g, dims, x, stats, mask);
       if (S.rootsDue(tx.t)) {
-        if (this.refresher.background) this.refresher.launch(tx, g, dims, stats, roots, mask);
+        if (this.refresher.background) this.refresher.launch(tx, g, dims, stats, roots);
         else this.recordRoots(tx, g, dims, stats, roots, mask);
       }
       if (started) this.moveBoxes(g, this.precondition(g, x, dims, roots), true, tx);

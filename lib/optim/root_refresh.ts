@@ -132,14 +132,26 @@ export class RootRefresher {
    * roots. Throws NONFINITE_FACTOR, before anything changed, when the failure counts would
    * pass the maximum. The refreshes must have finished (see ready / waitSync).
    */
-  applyDue(tx: StepTx, g: RootGroup, rootsNow: Tensor[], describe: DescribeItem): void {
+  applyDue(tx: StepTx, g: RootGroup, rootsNow: Tensor[], mask: Uint8Array | null, describe: DescribeItem): void {
     for (const p of this.dueAt(g, tx.t)) {
       if (p.error) throw p.error;
       if (!p.result) throw new KradagradError('a background root refresh was applied before it finished', 'INTERNAL');
+      // Items whose parameter has no gradient at this step keep their roots and counts (the
+      // refresh's result for them is dropped; they take the next one).
       const next = p.dims.map((i, k) => {
         const info = p.result!.slots[p.infoSlots![k]];
-        return Int32Array.from(g.failures[i], (f, b) => (p.mask && !p.mask[b] ? f : info[b] === 0 ? 0 : f + 1));
+        return Int32Array.from(g.failures[i], (f, b) => (mask && !mask[b] ? f : info[b] === 0 ? 0 : f + 1));
       });
+      if (mask) {
+        p.dims.forEach((i, k) =>
+          ops.axpby(
+            g.roots[i],
+            p.out[k],
+            Array.from(mask, (a) => (a ? 0 : 1)),
+            Array.from(mask, (a) => (a ? 1 : 0)),
+          ),
+        );
+      }
       p.dims.forEach((i, k) => {
         const bad = next[k].findIndex((f) => f > this.maxFailures);
         if (bad >= 0) {
@@ -165,7 +177,7 @@ export class RootRefresher {
    * `stats` and the roots current for this step, `rootsNow`); it is queued on commit and
    * started by startQueued().
    */
-  launch(tx: StepTx, g: RootGroup, dims: number[], stats: Tensor[], rootsNow: Tensor[], mask: Uint8Array | null): void {
+  launch(tx: StepTx, g: RootGroup, dims: number[], stats: Tensor[], rootsNow: Tensor[]): void {
     const mk = (x: Tensor) => this.B.tensor(x.dtype, x.shape, x.batch);
     const p: PendingRefresh = {
       launchedAt: tx.t,
@@ -174,7 +186,7 @@ export class RootRefresher {
       stats: dims.map((i) => ops.copy(stats[i], mk(stats[i]))),
       prev: dims.map((i) => ops.copy(rootsNow[i], mk(rootsNow[i]))),
       out: dims.map((i) => mk(rootsNow[i])),
-      mask: mask && Uint8Array.from(mask),
+      mask: null,
     };
     tx.onCommit(() => {
       let list = this.pending.get(g);

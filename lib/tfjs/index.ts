@@ -118,44 +118,98 @@ export abstract class KradagradTfjsOptimizer<O extends BaseOptions = BaseOptions
     return this.slots.map((s) => s.varName);
   }
 
+  /**
+   * One optimizer step from these gradients (synchronous, as tf.Optimizer requires). A
+   * variable whose gradient is null (the loss does not depend on it in this batch) sits
+   * the step out: its value and state stay as they are, as with tfjs' own optimizers
+   * (`missingGradient: 'skip'`, this adapter's default).
+   */
   applyGradients(variableGradients: tf.NamedTensorMap | NamedTensor[]): void {
+    const p = this.prepare(variableGradients);
+    const grads: Record<string, Float32Array> = {};
+    p.entries.forEach(([, g], i) => {
+      if (g) grads[p.keys[i]] = g.dataSync() as Float32Array;
+    });
+    // The variables' current values (they may have been changed outside the optimizer).
+    for (const s of this.slots) s.host.set(p.registered[s.varName].dataSync() as Float32Array);
+    this.inner!.step(grads);
+    this.assignAll(p.registered);
+  }
+
+  /**
+   * applyGradients without blocking the event loop, for custom training loops in services:
+   * gradients and variables are read with `data()`, and the step runs off the main thread
+   * (Optimizer.stepAsync). Variables are assigned when the promise resolves; until then
+   * other calls on this optimizer throw BUSY.
+   */
+  async applyGradientsAsync(variableGradients: tf.NamedTensorMap | NamedTensor[]): Promise<void> {
+    const p = this.prepare(variableGradients);
+    const grads: Record<string, Float32Array> = {};
+    const reads = p.entries.map(async ([, g], i) => {
+      if (g) grads[p.keys[i]] = (await g.data()) as Float32Array;
+    });
+    const values = this.slots.map(async (s) => s.host.set((await p.registered[s.varName].data()) as Float32Array));
+    await Promise.all([...reads, ...values]);
+    await this.inner!.stepAsync(grads);
+    this.assignAll(p.registered);
+  }
+
+  /**
+   * minimize() with the step off the main thread: computes the gradients of `f` (a scalar
+   * loss) with respect to `varList` (default: all trainable variables), applies them with
+   * applyGradientsAsync, and returns the loss when `returnCost` (else null).
+   */
+  async minimizeAsync(f: () => tf.Scalar, returnCost = false, varList?: tf.Variable[]): Promise<tf.Scalar | null> {
+    const { value, grads } = this.computeGradients(f, varList);
+    try {
+      // As tf.Optimizer.minimize: with a varList, every variable is given, those the loss
+      // does not reach with a null gradient (skipped).
+      await this.applyGradientsAsync(varList ? varList.map((v) => ({ name: v.name, tensor: grads[v.name] })) : grads);
+    } finally {
+      tf.dispose(grads);
+    }
+    if (returnCost) return value;
+    value.dispose();
+    return null;
+  }
+
+  /** Checks the gradients against the variables (binding the optimizer on the first call); changes nothing. */
+  private prepare(variableGradients: tf.NamedTensorMap | NamedTensor[]): {
+    entries: [string, tf.Tensor | null][];
+    keys: string[];
+    registered: Record<string, tf.Variable>;
+  } {
     if (variableGradients === null || typeof variableGradients !== 'object') {
       throw err(`${this.getClassName()}.applyGradients: expected a map or array of named gradients but received ${describe(variableGradients)}`);
     }
     const entries: [string, tf.Tensor | null][] = Array.isArray(variableGradients)
-      ? variableGradients.map((e) => [e.name, e.tensor ?? null])
+      ? variableGradients.map((e) => [e?.name, e?.tensor ?? null])
       : Object.keys(variableGradients).map((k) => [k, variableGradients[k] ?? null]);
     const names = entries.map((e) => e[0]);
     if (new Set(names).size !== names.length) throw err(`${this.getClassName()}.applyGradients: a variable is given twice (${names.join(', ')})`);
     const registered = tf.engine().registeredVariables;
     const vars = names.map((n) => {
-      const v = registered[n];
-      if (!v) throw err(`${this.getClassName()}.applyGradients: '${n}' is not a registered tf variable`, { variable: n });
+      const v = typeof n === 'string' ? registered[n] : undefined;
+      if (!v) throw err(`${this.getClassName()}.applyGradients: ${typeof n === 'string' ? `'${n}'` : describe(n)} is not a registered tf variable`, { variable: n });
       if (v.dtype !== 'float32') throw err(`${this.getClassName()}.applyGradients: variable '${n}' is ${v.dtype}; only float32 variables are supported`, { variable: n });
       return v;
     });
     if (!this.inner) this.bind(names, vars);
     else this.checkSame(names, vars);
-
     // Validate every gradient before touching anything.
-    const grads: Record<string, Float32Array> = {};
     entries.forEach(([name, g], i) => {
-      const slot = this.byVar.get(name)!;
-      const size = slot.host.length;
-      if (g == null) {
-        // tfjs passes no gradient for a variable the loss does not depend on: a zero gradient.
-        grads[slot.key] = new Float32Array(size);
-        return;
-      }
+      if (g == null) return;
+      if (!(g instanceof tf.Tensor)) throw err(`Gradient of '${name}' must be a tf.Tensor but received ${describe(g)}`, { variable: name });
       if (g.dtype !== 'float32') throw err(`Gradient of '${name}' is ${g.dtype}, expected float32`, { variable: name });
-      if (g.size !== size || !tf.util.arraysEqual(g.shape, vars[i].shape)) {
+      if (g.size !== this.byVar.get(name)!.host.length || !tf.util.arraysEqual(g.shape, vars[i].shape)) {
         throw new KradagradError(`Gradient of '${name}' has shape [${g.shape}], the variable [${vars[i].shape}]`, 'SHAPE_MISMATCH', { variable: name });
       }
-      grads[slot.key] = g.dataSync() as Float32Array;
     });
-    // The variables' current values (they may have been changed outside the optimizer).
-    for (const s of this.slots) s.host.set(registered[s.varName].dataSync() as Float32Array);
-    this.inner!.step(grads);
+    return { entries, keys: names.map((n) => this.byVar.get(n)!.key), registered };
+  }
+
+  /** Writes our parameters into the tf variables (inside tf.tidy: no tensors leak) and counts the iteration. */
+  private assignAll(registered: Record<string, tf.Variable>): void {
     tf.tidy(() => {
       for (const s of this.slots) registered[s.varName].assign(tf.tensor(s.host.slice(), registered[s.varName].shape, 'float32'));
     });
@@ -195,7 +249,8 @@ export abstract class KradagradTfjsOptimizer<O extends BaseOptions = BaseOptions
     const slots: Slot[] = order.map((j, i) => ({ varName: names[j], key: keys[i], shape: shapes[j], host: new Float32Array(vars[j].size) }));
     const params: NamedParams = {};
     for (const s of slots) params[s.key] = { data: s.host, shape: s.shape };
-    const inner = this.factory(params, this.options as AnyOptions);
+    // A null gradient skips the variable, as tfjs' own optimizers do (unless the options say otherwise).
+    const inner = this.factory(params, { missingGradient: 'skip', ...(this.options as AnyOptions) });
     if (pending) {
       try {
         inner.loadState(pending);
