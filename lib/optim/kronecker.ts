@@ -416,7 +416,7 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
 
   /**
    * Root-failure counts by block, `{"<param>/block/<j>": [count per factor]}`, and the
-   * background refreshes in flight: `[{launchedAt, applyAt, dims, blocks, inactive}]`, one per
+   * background refreshes in flight: `[{launchedAt, applyAt, dims, blocks}]`, one per
    * group and launch (their snapshots are tensors).
    */
   protected counters(): Record<string, unknown> {
@@ -425,14 +425,7 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
     for (const g of this.groups) {
       for (let b = 0; b < g.batch; b++) failures[this.blockKey(g, b)] = g.failures.map((f) => f[b]);
       for (const p of this.refresher.pending.get(g) ?? []) {
-        const blocks = g.members.map((_, b) => this.blockKey(g, b));
-        pending.push({
-          launchedAt: p.launchedAt,
-          applyAt: p.applyAt,
-          dims: p.dims,
-          blocks,
-          inactive: p.mask ? blocks.filter((_, b) => !p.mask![b]) : [],
-        });
+        pending.push({ launchedAt: p.launchedAt, applyAt: p.applyAt, dims: p.dims, blocks: g.members.map((_, b) => this.blockKey(g, b)) });
       }
     }
     return { failures, pending };
@@ -498,7 +491,7 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
       for (const e of list as unknown[]) {
         const o = e as Record<string, unknown>;
         const isInt = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
-        if (!o || typeof o !== 'object' || !isInt(o.launchedAt) || !isInt(o.applyAt) || !Array.isArray(o.dims) || !Array.isArray(o.blocks) || !Array.isArray(o.inactive)) {
+        if (!o || typeof o !== 'object' || !isInt(o.launchedAt) || !isInt(o.applyAt) || !Array.isArray(o.dims) || !Array.isArray(o.blocks)) {
           bad(`counters.pending entry ${JSON.stringify(e)} is malformed`);
         }
         const g = this.groups.find((x) => x.members.length === (o.blocks as unknown[]).length && x.members.every((_, b) => this.blockKey(x, b) === (o.blocks as unknown[])[b]));
@@ -513,8 +506,6 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
         if ((o.applyAt as number) - (o.launchedAt as number) !== this.refresher.lag) {
           bad(`a background refresh launched at step ${o.launchedAt} applies at ${o.applyAt}, but this optimizer's asyncRoots lag is ${this.refresher.lag} steps`);
         }
-        const inactive = o.inactive as unknown[];
-        if (!inactive.every((n) => (o.blocks as unknown[]).includes(n))) bad('counters.pending.inactive names blocks outside its group');
         const mk = (n: number) => this.backend.tensor(this.cdt, [n, n], g!.batch);
         const p: PendingRefresh = {
           launchedAt: o.launchedAt as number,
@@ -523,7 +514,6 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
           stats: (dims as number[]).map((i) => mk(g!.extent[i])),
           prev: (dims as number[]).map((i) => mk(g!.extent[i])),
           out: (dims as number[]).map((i) => mk(g!.extent[i])),
-          mask: inactive.length ? Uint8Array.from(g!.members, (_, b) => (inactive.includes(this.blockKey(g!, b)) ? 0 : 1)) : null,
         };
         made.push({ g: g!, p });
       }

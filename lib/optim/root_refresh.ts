@@ -58,8 +58,6 @@ export interface PendingRefresh {
   stats: Tensor[];
   prev: Tensor[];
   out: Tensor[];
-  /** Items that had no gradient at launch (they keep their roots), or null. */
-  mask: Uint8Array | null;
   job?: NativeJob;
   infoSlots?: number[];
   result?: NativeJobResult;
@@ -186,7 +184,6 @@ export class RootRefresher {
       stats: dims.map((i) => ops.copy(stats[i], mk(stats[i]))),
       prev: dims.map((i) => ops.copy(rootsNow[i], mk(rootsNow[i]))),
       out: dims.map((i) => mk(rootsNow[i])),
-      mask: null,
     };
     tx.onCommit(() => {
       let list = this.pending.get(g);
@@ -216,7 +213,7 @@ export class RootRefresher {
     p.job = record(this.B, () => {
       p.dims.forEach((i, k) => {
         const zeros = new Int32Array(p.stats[k].batch);
-        slots.push(this.B.addon.rootRefresh(p.stats[k].native, p.prev[k].native, p.out[k].native, spec(i), zeros, 0x7fffffff, -1, p.mask).info);
+        slots.push(this.B.addon.rootRefresh(p.stats[k].native, p.prev[k].native, p.out[k].native, spec(i), zeros, 0x7fffffff, -1).info);
       });
     });
     p.infoSlots = slots;
