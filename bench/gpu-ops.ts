@@ -767,6 +767,45 @@ function asyncAndErrorCases(): OpCase[] {
         },
       }),
     ),
+    // n >= 128, several items: on CUDA the solver lanes run with the backend lock released,
+    // so the main thread's calls below go on meanwhile, among them ones that read back
+    // through the backend's shared buffers (allFiniteMany, dot). Their results and the
+    // eigendecomposition must be what they are one after the other.
+    {
+      name: 'eighAsync on the solver lanes (n = 160, 6 items) with main-thread read-backs in between',
+      async run(ref, dev, chk) {
+        const p = new Pair(ref, dev);
+        try {
+          const dt: DType = 'float32';
+          const rng = new Rng(hash(this.name));
+          const n = 160, batch = 6;
+          const [, Ad] = p.from(dt, rng.normals(batch * n * n), [n, n], batch);
+          const sync = ops.eigh(Ad, { allowFailures: true });
+          p.keep(sync.w), p.keep(sync.v);
+          const pe = ops.eighAsync(Ad, { allowFailures: true });
+          const x = stored(dt, rng.normals(5000)), y = stored(dt, rng.normals(5000));
+          const [Xr, Xd] = p.from(dt, x, [5000]), [Yr, Yd] = p.from(dt, y, [5000]);
+          const [, Bd] = p.from(dt, [1, NaN, 3], [3]);
+          const want = ops.dot(Xr, Yr)[0];
+          let terms = 0;
+          for (let i = 0; i < 5000; i++) terms += Math.abs(x[i] * y[i]);
+          const tol = 2 * 5002 * U.float64 * terms; // both sums in double, in different orders
+          let rounds = 0;
+          for (let r = 0; r < 20; r++, rounds++) {
+            chk.equal(`allFiniteMany (round ${r})`, ops.allFiniteMany([Xd, Bd, Yd]).map(Number), [1, 0, 1]);
+            chk.close(`dot (round ${r})`, [ops.dot(Xd, Yd)[0]], [want], tol);
+          }
+          const ae = await pe;
+          p.keep(ae.w), p.keep(ae.v);
+          chk.truth(`info ${ae.info.join(',')}`, ae.info.every((v) => v === 0));
+          chk.equal('eighAsync w', rd(ae.w), rd(sync.w));
+          chk.equal('eighAsync v', rd(ae.v), rd(sync.v));
+          chk.note(`${rounds} rounds of main-thread read-backs`);
+        } finally {
+          p.dispose();
+        }
+      },
+    },
     {
       name: 'device out-of-memory is a CUDA_OOM KradagradError and the backend keeps working',
       deviceOnly: true,
@@ -1037,6 +1076,65 @@ export function benchEigh(dev: Backend, configs: { n: number; batch: number }[],
   return out;
 }
 
+/** An eighAsync and main-thread work on the same backend, alone and together (float32). */
+export interface OverlapTiming {
+  n: number;
+  batch: number;
+  /** gram products of n x n by the main thread, then a synchronize. */
+  mainOps: number;
+  eighMs: number;
+  mainMs: number;
+  /** Together: when the main thread's work was done, and when the eigh resolved. */
+  mainDuringMs: number;
+  eighDuringMs: number;
+}
+
+/**
+ * Whether an asynchronous eigh lets the main thread's work go on (CUDA: the backend lock is
+ * released while the solver lanes run). Medians of `reps` after a warm-up. Overlap shows
+ * as mainDuringMs well below eighMs + mainMs; none as mainDuringMs >= eighMs.
+ */
+export async function benchOverlap(dev: Backend, n: number, batch: number, mainOps = 100, reps = 3): Promise<OverlapTiming> {
+  const rng = new Rng(hash(`overlap ${n} ${batch}`));
+  const A = dev.fromArray(typed('float32', rng.normals(batch * n * n)), [n, n], batch);
+  const G = dev.fromArray(typed('float32', rng.normals(n * n)), [n, n]);
+  const H = ops.gram(G, 0);
+  const now = () => Number(process.hrtime.bigint()) / 1e6;
+  const main = () => {
+    for (let i = 0; i < mainOps; i++) ops.gram(G, 0, H);
+    dev.synchronize();
+  };
+  const eigh = async () => {
+    const e = await ops.eighAsync(A, { allowFailures: true });
+    e.w.dispose();
+    e.v.dispose();
+  };
+  const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const e: number[] = [], m: number[] = [], md: number[] = [], ed: number[] = [];
+  try {
+    await eigh();
+    main();
+    for (let r = 0; r < reps; r++) {
+      let t0 = now();
+      await eigh();
+      e.push(now() - t0);
+      t0 = now();
+      main();
+      m.push(now() - t0);
+      t0 = now();
+      const done = eigh().then(() => now() - t0);
+      main();
+      md.push(now() - t0);
+      ed.push(await done);
+    }
+  } finally {
+    A.dispose();
+    G.dispose();
+    H.dispose();
+  }
+  return { n, batch, mainOps, eighMs: med(e), mainMs: med(m), mainDuringMs: med(md), eighDuringMs: med(ed) };
+}
+
 /** A timing table, one line per row: dtype n batch | ms per method. */
 function printEigh(title: string, rows: EighTiming[], methods: EighMethod[]): void {
   console.log(`\n${title}: dtype n batch | ${methods.map((m) => m.name).join(' | ')}`);
@@ -1089,6 +1187,7 @@ async function main(): Promise<void> {
 
   let eigh: EighTiming[] | undefined;
   let lanes: EighTiming[] | undefined;
+  let overlap: OverlapTiming | undefined;
   if (argv.includes('--bench-eigh')) {
     // --self (the CPU backend, which ignores the solver settings): the same tables at an
     // eighth of the sizes, so the script's self-test stays short.
@@ -1110,6 +1209,14 @@ async function main(): Promise<void> {
     // The MLP's factors with 1, 4 and 12 concurrent syevd lanes.
     lanes = benchEigh(dev, [{ n: 1024, batch: 12 }].map(scale), 3, LANE_METHODS);
     printEigh('eigh lanes ms/call (syevd, median of 3 after a warm-up)', lanes, LANE_METHODS);
+    const c = scale({ n: 1024, batch: 12 });
+    overlap = await benchOverlap(dev, c.n, c.batch);
+    const o = overlap;
+    console.log(
+      `\neigh overlap (float32 ${o.n} x ${o.batch}, eighAsync vs ${o.mainOps} gram products + synchronize on the main thread, ms): ` +
+        `eigh alone ${o.eighMs.toFixed(2)}, main alone ${o.mainMs.toFixed(2)}; together: main done after ${o.mainDuringMs.toFixed(2)}, ` +
+        `eigh after ${o.eighDuringMs.toFixed(2)}`,
+    );
   }
   if (outDir) {
     fs.mkdirSync(outDir, { recursive: true });
@@ -1127,6 +1234,7 @@ async function main(): Promise<void> {
       results,
       eigh,
       lanes,
+      overlap,
     };
     fs.writeFileSync(file, JSON.stringify(summary, null, 1));
     console.log(`results: ${file}`);
