@@ -77,6 +77,15 @@ if [ "${1:-}" = "--prepare" ]; then
   exit 0
 fi
 
+steps_wanted=${GPU_CHECK_STEPS:-all}
+group=build  # the group of the steps now running (GPU_CHECK_STEPS)
+want() { [ "$steps_wanted" = all ] || [ "$1" = build ] || [[ ",$steps_wanted," == *",$1,"* ]]; }
+for g in ${steps_wanted//,/ }; do
+  case $g in all | ops | golden | step | variants | conditioning | sanitizer) ;;
+    *) echo "GPU_CHECK_STEPS: unknown group '$g' (ops, golden, step, variants, conditioning, sanitizer)" >&2; exit 2 ;;
+  esac
+done
+
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 results=${GPU_CHECK_RESULTS:-bench/results}
 mkdir -p "$results"
@@ -109,15 +118,6 @@ san_filter='multi-tensor|axpby|scaleByNormRatio|boxes|inverseUpdate|allFinite|^g
 # Each must match at least one selected case name (checked before the sanitizer runs).
 san_groups=('^multi-tensor ' '^axpby/scale ' '^scaleByNormRatio ' '^boxes ' '^boxesMany ' '^inverseUpdate ' '^allFinite '
   '^allFiniteMany ' '^gram ' '^eigh .*sweeps:1' '^eighAsync on the solver lanes')
-
-steps_wanted=${GPU_CHECK_STEPS:-all}
-group=build  # the group of the steps now running (GPU_CHECK_STEPS)
-want() { [ "$steps_wanted" = all ] || [ "$1" = build ] || [[ ",$steps_wanted," == *",$1,"* ]]; }
-for g in ${steps_wanted//,/ }; do
-  case $g in all | ops | golden | step | variants | conditioning | sanitizer) ;;
-    *) echo "GPU_CHECK_STEPS: unknown group '$g' (ops, golden, step, variants, conditioning, sanitizer)" >&2; exit 2 ;;
-  esac
-done
 
 left() { echo $(( budget - ($(date +%s) - started) )); }
 row() { echo "| $1 | $2 | $3 |" >> "$rowsfile"; }
