@@ -321,7 +321,9 @@ function gramModeCases(): OpCase[] {
 }
 
 function eighCases(): OpCase[] {
-  type E = { n: number; batch: number; method: 'auto' | 'syevd' | 'syevj'; bad?: number; badValue?: number };
+  // sweeps: the Jacobi solver's sweep limit (KRADAGRAD_CUDA_SYEVJ_MAX_SWEEPS); 1 leaves the
+  // items unconverged, so CUDA redoes them with syevd from the input (mirrored again).
+  type E = { n: number; batch: number; method: 'auto' | 'syevd' | 'syevj'; bad?: number; badValue?: number; sweeps?: number };
   const list: E[] = [
     { n: 1, batch: 3, method: 'auto' },
     { n: 2, batch: 4, method: 'auto' },
@@ -343,6 +345,9 @@ function eighCases(): OpCase[] {
     { n: 8, batch: 3, method: 'syevj', bad: 1, badValue: NaN },
     { n: 8, batch: 3, method: 'syevd', bad: 2, badValue: Infinity },
     { n: 50, batch: 4, method: 'auto', bad: 0, badValue: -Infinity },
+    // The Jacobi retry on CUDA: one syevd at a time (n < 128) and on the solver lanes.
+    { n: 40, batch: 3, method: 'syevj', sweeps: 1 },
+    { n: 130, batch: 5, method: 'syevj', sweeps: 1, bad: 3, badValue: NaN },
   ];
   return DTYPES.flatMap((dt) =>
     list.map((e): OpCase => ({
@@ -357,7 +362,9 @@ function eighCases(): OpCase[] {
           if (e.bad !== undefined) a[e.bad * n * n + (n * n - 1)] = e.badValue!; // last element: lower triangle
           const [Ar, Ad] = p.from(dt, a, [n, n], batch);
           const r = ops.eigh(Ar, { allowFailures: true });
-          const d = withEnv('KRADAGRAD_CUDA_EIGH', e.method === 'auto' ? undefined : e.method, () => ops.eigh(Ad, { allowFailures: true }));
+          const d = withEnv('KRADAGRAD_CUDA_SYEVJ_MAX_SWEEPS', e.sweeps?.toString(), () =>
+            withEnv('KRADAGRAD_CUDA_EIGH', e.method === 'auto' ? undefined : e.method, () => ops.eigh(Ad, { allowFailures: true })),
+          );
           p.keep(r.w), p.keep(r.v), p.keep(d.w), p.keep(d.v);
           const wr = rd(r.w), wd = rd(d.w), vd = rd(d.v);
           for (let b = 0; b < batch; b++) {
@@ -760,6 +767,45 @@ function asyncAndErrorCases(): OpCase[] {
         },
       }),
     ),
+    // n >= 128, several items: on CUDA the solver lanes run with the backend lock released,
+    // so the main thread's calls below go on meanwhile, among them ones that read back
+    // through the backend's shared buffers (allFiniteMany, dot). Their results and the
+    // eigendecomposition must be what they are one after the other.
+    {
+      name: 'eighAsync on the solver lanes (n = 160, 6 items) with main-thread read-backs in between',
+      async run(ref, dev, chk) {
+        const p = new Pair(ref, dev);
+        try {
+          const dt: DType = 'float32';
+          const rng = new Rng(hash(this.name));
+          const n = 160, batch = 6;
+          const [, Ad] = p.from(dt, rng.normals(batch * n * n), [n, n], batch);
+          const sync = ops.eigh(Ad, { allowFailures: true });
+          p.keep(sync.w), p.keep(sync.v);
+          const pe = ops.eighAsync(Ad, { allowFailures: true });
+          const x = stored(dt, rng.normals(5000)), y = stored(dt, rng.normals(5000));
+          const [Xr, Xd] = p.from(dt, x, [5000]), [Yr, Yd] = p.from(dt, y, [5000]);
+          const [, Bd] = p.from(dt, [1, NaN, 3], [3]);
+          const want = ops.dot(Xr, Yr)[0];
+          let terms = 0;
+          for (let i = 0; i < 5000; i++) terms += Math.abs(x[i] * y[i]);
+          const tol = 2 * 5002 * U.float64 * terms; // both sums in double, in different orders
+          let rounds = 0;
+          for (let r = 0; r < 20; r++, rounds++) {
+            chk.equal(`allFiniteMany (round ${r})`, ops.allFiniteMany([Xd, Bd, Yd]).map(Number), [1, 0, 1]);
+            chk.close(`dot (round ${r})`, [ops.dot(Xd, Yd)[0]], [want], tol);
+          }
+          const ae = await pe;
+          p.keep(ae.w), p.keep(ae.v);
+          chk.truth(`info ${ae.info.join(',')}`, ae.info.every((v) => v === 0));
+          chk.equal('eighAsync w', rd(ae.w), rd(sync.w));
+          chk.equal('eighAsync v', rd(ae.v), rd(sync.v));
+          chk.note(`${rounds} rounds of main-thread read-backs`);
+        } finally {
+          p.dispose();
+        }
+      },
+    },
     {
       name: 'device out-of-memory is a CUDA_OOM KradagradError and the backend keeps working',
       deviceOnly: true,
@@ -972,7 +1018,30 @@ export interface EighTiming {
   errors?: Record<string, string>;
 }
 
-export function benchEigh(dev: Backend, configs: { n: number; batch: number }[], reps = 3): EighTiming[] {
+/** One timed eigensolver setting: the environment each call runs under (undefined: unset). */
+export interface EighMethod {
+  name: string;
+  env: Record<string, string | undefined>;
+}
+/** The solver paths side by side ('syevd x1': the looped syevd one matrix at a time, no lanes). */
+export const EIGH_METHODS: EighMethod[] = [
+  { name: 'syevd', env: { KRADAGRAD_CUDA_EIGH: 'syevd', KRADAGRAD_CUDA_EIGH_STREAMS: undefined } },
+  { name: 'syevd x1', env: { KRADAGRAD_CUDA_EIGH: 'syevd', KRADAGRAD_CUDA_EIGH_STREAMS: '1' } },
+  { name: 'syevj', env: { KRADAGRAD_CUDA_EIGH: 'syevj', KRADAGRAD_CUDA_EIGH_STREAMS: undefined } },
+  { name: 'auto', env: { KRADAGRAD_CUDA_EIGH: undefined, KRADAGRAD_CUDA_EIGH_STREAMS: undefined } },
+];
+/** The looped syevd with 1, 4 and 12 solver lanes (KRADAGRAD_CUDA_EIGH_STREAMS). */
+export const LANE_COUNTS = [1, 4, 12];
+export const LANE_METHODS: EighMethod[] = LANE_COUNTS.map((l) => ({
+  name: `lanes ${l}`,
+  env: { KRADAGRAD_CUDA_EIGH: 'syevd', KRADAGRAD_CUDA_EIGH_STREAMS: String(l) },
+}));
+
+function withEnvs<T>(env: Record<string, string | undefined>, fn: () => T): T {
+  return Object.entries(env).reduceRight<() => T>((inner, [k, v]) => () => withEnv(k, v, inner), fn)();
+}
+
+export function benchEigh(dev: Backend, configs: { n: number; batch: number }[], reps = 3, methods = EIGH_METHODS): EighTiming[] {
   const out: EighTiming[] = [];
   for (const dt of DTYPES)
     for (const { n, batch } of configs) {
@@ -980,13 +1049,10 @@ export function benchEigh(dev: Backend, configs: { n: number; batch: number }[],
       const a = rng.normals(batch * n * n);
       const A = dev.fromArray(typed(dt, a), [n, n], batch);
       const row: EighTiming = { dtype: dt, n, batch, ms: {} };
-      for (const method of ['syevd', 'syevd x1', 'syevj', 'auto']) {
+      for (const method of methods) {
         const times: number[] = [];
         try {
-          // 'syevd x1': the looped syevd one matrix at a time (no concurrent lanes).
-          const lanes = method === 'syevd x1' ? '1' : undefined;
-          const forced = method === 'auto' ? undefined : method.split(' ')[0];
-          withEnv('KRADAGRAD_CUDA_EIGH_STREAMS', lanes, () => withEnv('KRADAGRAD_CUDA_EIGH', forced, () => {
+          withEnvs(method.env, () => {
             for (let r = 0; r <= reps; r++) {
               const t0 = process.hrtime.bigint();
               const e = ops.eigh(A, { allowFailures: true }); // returns info: synchronized
@@ -996,18 +1062,86 @@ export function benchEigh(dev: Backend, configs: { n: number; batch: number }[],
               if (r > 0 || t > 1000) times.push(t); // the first call warms up (workspace, pool)
               if (t > 1000) break; // slow path: one timing is enough
             }
-          }));
+          });
           times.sort((x, y) => x - y);
-          row.ms[method] = times[Math.floor(times.length / 2)];
+          row.ms[method.name] = times[Math.floor(times.length / 2)];
         } catch (e) {
-          row.ms[method] = NaN;
-          row.errors = { ...row.errors, [method]: (e as Error).message };
+          row.ms[method.name] = NaN;
+          row.errors = { ...row.errors, [method.name]: (e as Error).message };
         }
       }
       A.dispose();
       out.push(row);
     }
   return out;
+}
+
+/** An eighAsync and main-thread work on the same backend, alone and together (float32). */
+export interface OverlapTiming {
+  n: number;
+  batch: number;
+  /** gram products of n x n by the main thread, then a synchronize. */
+  mainOps: number;
+  eighMs: number;
+  mainMs: number;
+  /** Together: when the main thread's work was done, and when the eigh resolved. */
+  mainDuringMs: number;
+  eighDuringMs: number;
+}
+
+/**
+ * Whether an asynchronous eigh lets the main thread's work go on (CUDA: the backend lock is
+ * released while the solver lanes run). Medians of `reps` after a warm-up. Overlap shows
+ * as mainDuringMs well below eighMs + mainMs; none as mainDuringMs >= eighMs.
+ */
+export async function benchOverlap(dev: Backend, n: number, batch: number, mainOps = 100, reps = 3): Promise<OverlapTiming> {
+  const rng = new Rng(hash(`overlap ${n} ${batch}`));
+  const A = dev.fromArray(typed('float32', rng.normals(batch * n * n)), [n, n], batch);
+  const G = dev.fromArray(typed('float32', rng.normals(n * n)), [n, n]);
+  const H = ops.gram(G, 0);
+  const now = () => Number(process.hrtime.bigint()) / 1e6;
+  const main = () => {
+    for (let i = 0; i < mainOps; i++) ops.gram(G, 0, H);
+    dev.synchronize();
+  };
+  const eigh = async () => {
+    const e = await ops.eighAsync(A, { allowFailures: true });
+    e.w.dispose();
+    e.v.dispose();
+  };
+  const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const e: number[] = [], m: number[] = [], md: number[] = [], ed: number[] = [];
+  try {
+    await eigh();
+    main();
+    for (let r = 0; r < reps; r++) {
+      let t0 = now();
+      await eigh();
+      e.push(now() - t0);
+      t0 = now();
+      main();
+      m.push(now() - t0);
+      t0 = now();
+      const done = eigh().then(() => now() - t0);
+      main();
+      md.push(now() - t0);
+      ed.push(await done);
+    }
+  } finally {
+    A.dispose();
+    G.dispose();
+    H.dispose();
+  }
+  return { n, batch, mainOps, eighMs: med(e), mainMs: med(m), mainDuringMs: med(md), eighDuringMs: med(ed) };
+}
+
+/** A timing table, one line per row: dtype n batch | ms per method. */
+function printEigh(title: string, rows: EighTiming[], methods: EighMethod[]): void {
+  console.log(`\n${title}: dtype n batch | ${methods.map((m) => m.name).join(' | ')}`);
+  for (const r of rows) {
+    const cells = methods.map((m) => r.ms[m.name].toFixed(2).padStart(9)).join(' | ');
+    console.log(`${r.dtype} ${String(r.n).padStart(5)} ${String(r.batch).padStart(5)} | ${cells}${r.errors ? `  errors: ${JSON.stringify(r.errors)}` : ''}`);
+  }
 }
 
 // ---- command line --------------------------------------------------------------------------
@@ -1052,7 +1186,12 @@ async function main(): Promise<void> {
   console.log(`\n${results.length - failed.length}/${results.length} cases pass (${results.filter((r) => r.exact).length} bit-exact) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
   let eigh: EighTiming[] | undefined;
+  let lanes: EighTiming[] | undefined;
+  let overlap: OverlapTiming | undefined;
   if (argv.includes('--bench-eigh')) {
+    // --self (the CPU backend, which ignores the solver settings): the same tables at an
+    // eighth of the sizes, so the script's self-test stays short.
+    const scale = (c: { n: number; batch: number }) => (self ? { n: Math.max(1, c.n >> 3), batch: c.batch } : c);
     const configs = [
       { n: 16, batch: 256 },
       { n: 32, batch: 256 },
@@ -1063,12 +1202,21 @@ async function main(): Promise<void> {
       { n: 512, batch: 4 },
       { n: 1024, batch: 1 },
       { n: 1024, batch: 12 }, // the MLP set's factors: one group of 12 blocks per dim
-    ];
+    ].map(scale);
+    if (self) console.log('\n(self-test: eigh timing sizes divided by 8)');
     eigh = benchEigh(dev, configs);
-    console.log('\neigh ms/call (median of 3 after a warm-up): dtype n batch | syevd loop | syevd loop, 1 lane | syevjBatched | auto');
-    for (const r of eigh) {
-      console.log(`${r.dtype} ${String(r.n).padStart(5)} ${String(r.batch).padStart(5)} | ${r.ms.syevd.toFixed(2).padStart(9)} | ${r.ms['syevd x1'].toFixed(2).padStart(9)} | ${r.ms.syevj.toFixed(2).padStart(9)} | ${r.ms.auto.toFixed(2).padStart(9)}${r.errors ? `  errors: ${JSON.stringify(r.errors)}` : ''}`);
-    }
+    printEigh('eigh ms/call (median of 3 after a warm-up)', eigh, EIGH_METHODS);
+    // The MLP's factors with 1, 4 and 12 concurrent syevd lanes.
+    lanes = benchEigh(dev, [{ n: 1024, batch: 12 }].map(scale), 3, LANE_METHODS);
+    printEigh('eigh lanes ms/call (syevd, median of 3 after a warm-up)', lanes, LANE_METHODS);
+    const c = scale({ n: 1024, batch: 12 });
+    overlap = await benchOverlap(dev, c.n, c.batch);
+    const o = overlap;
+    console.log(
+      `\neigh overlap (float32 ${o.n} x ${o.batch}, eighAsync vs ${o.mainOps} gram products + synchronize on the main thread, ms): ` +
+        `eigh alone ${o.eighMs.toFixed(2)}, main alone ${o.mainMs.toFixed(2)}; together: main done after ${o.mainDuringMs.toFixed(2)}, ` +
+        `eigh after ${o.eighDuringMs.toFixed(2)}`,
+    );
   }
   if (outDir) {
     fs.mkdirSync(outDir, { recursive: true });
@@ -1085,6 +1233,8 @@ async function main(): Promise<void> {
       bitExact: results.filter((r) => r.exact).length,
       results,
       eigh,
+      lanes,
+      overlap,
     };
     fs.writeFileSync(file, JSON.stringify(summary, null, 1));
     console.log(`results: ${file}`);

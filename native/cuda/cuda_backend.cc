@@ -5,7 +5,26 @@
 //
 // Threading: the N-API layer may call in from a libuv worker (eighAsync / matpowAsync)
 // while the main thread keeps going, so every entry point holds `mu_` and makes device 0
-// current on the calling thread.
+// current on the calling thread. What `mu_` protects: the main cuBLAS/cuSOLVER handles and
+// the syevj parameters (not safe to use from two threads at once), the shared device
+// buffers (scratch_, flags_, coef_, meta_, multi_: each is written and then read within
+// one call, and growing one frees the old buffer), the pinned staging ring and result
+// buffer, and the order of each call's enqueues on the one stream (a call's kernels and
+// its read-back of a shared buffer must not interleave with another call's). The stream
+// itself is thread-safe; work enqueued on it stays ordered whoever enqueued it.
+// syevd releases `mu_` while it waits: for its solver lanes (own streams, handles and
+// workspaces; see solve_syevd), for the host LAPACK solve of small matrices, and for its
+// own read-backs (through a pinned buffer and an event of its own), so that another
+// thread (the main thread during an asynchronous root refresh) can enqueue its work on the
+// stream meanwhile. Everything syevd touches while unlocked is its own: the lanes, the
+// eigh event and pinned buffer (all owned under `eigh_mu_`, which serializes syevd calls
+// and is always taken before `mu_`, never while holding it), and this call's device
+// allocations (work matrices, info and finiteness flags). Its input is copied into its
+// work matrices before the lock is first released, so later writes to the input by other
+// threads come after that copy in stream order; its outputs are complete for work
+// enqueued after syevd returns (work that another thread enqueues on them while syevd is
+// running is not ordered with the lanes' writes: a caller must not touch the outputs of
+// an eigh in flight, as lib's asynchronous roots do not).
 //
 // Layout: buffers are row-major (core/backend.h). cuBLAS and cuSOLVER are column-major:
 // a row-major m x n matrix with leading dimension ld is, to them, its n x m transpose.
@@ -108,9 +127,12 @@ constexpr int64_t kHostEighMaxN = 64;
 constexpr int64_t kSyrkMinN = 256;
 constexpr int64_t kSyrkMaxBatch = 64;
 // Concurrent syevd (several matrices at once on auxiliary streams) from this size up, with
-// this many lanes unless KRADAGRAD_CUDA_EIGH_STREAMS says otherwise (1 = one at a time).
+// this many lanes unless KRADAGRAD_CUDA_EIGH_STREAMS says otherwise (1 = one at a time, on
+// the backend's own stream and handle; at most kMaxEighLanes, each a stream, a cuSOLVER
+// handle and a host thread while it runs).
 constexpr int64_t kConcurrentEighMinN = 128;
 constexpr int kEighLanes = 4;
+constexpr int kMaxEighLanes = 16;
 // inverse_update in one launch (one block per item) up to this size; three or four
 // launches (multi-block reductions) above it.
 constexpr int64_t kSmallInverseUpdateN = 128;
@@ -530,9 +552,24 @@ class CudaBackend final : public Backend {
       if (cudaGetDevice(&cur) != cudaSuccess || cur != b->device_) cudaSetDevice(b->device_);
       (void)cudaGetLastError();  // a stale non-sticky error must not surface in this call
     }
+    // For Unlocked only (the device stays current on this thread meanwhile).
+    void unlock() { lock_.unlock(); }
+    void relock() { lock_.lock(); }
 
    private:
-    std::lock_guard<std::mutex> lock_;
+    std::unique_lock<std::mutex> lock_;
+  };
+  // Releases a held Guard for its scope and takes it back at the end (also on an early
+  // return from inside the scope, before anything declared outside it is destroyed).
+  class Unlocked {
+   public:
+    explicit Unlocked(Guard& g) : g_(g) { g_.unlock(); }
+    ~Unlocked() { g_.relock(); }
+    Unlocked(const Unlocked&) = delete;
+    Unlocked& operator=(const Unlocked&) = delete;
+
+   private:
+    Guard& g_;
   };
 
   Status dev_alloc(size_t bytes, void** ptr) {
@@ -626,14 +663,18 @@ class CudaBackend final : public Backend {
     return Status::Ok();
   }
 
-  Status solve_syevd(DType dt, char* work, void* w, int* dinfo, int64_t n, const std::vector<int64_t>& items);
+  Status solve_syevd(Guard& g, DType dt, char* work, void* w, int* dinfo, int64_t n,
+                     const std::vector<int64_t>& items);
   Status ensure_lanes(int lanes);
   Status solve_syevj(DType dt, char* work, void* w, int* dinfo, int64_t n, int64_t batch);
+  Status read_unlocked(Guard& g, const void* src, size_t bytes, const void** host);
 
   static constexpr int kSlots = 32;
   static constexpr size_t kSlotBytes = 64 * 1024;
 
   std::mutex mu_;
+  // Serializes syevd calls; owns lanes_, fork_, eigh_done_ and eigh_host_ (taken before mu_).
+  std::mutex eigh_mu_;
   int device_ = 0;
   bool pool_ = false;
   cudaStream_t stream_ = nullptr;
@@ -648,8 +689,12 @@ class CudaBackend final : public Backend {
   };
   std::vector<Lane> lanes_;
   cudaEvent_t fork_ = nullptr;
+  // syevd's read-backs: the copy's end, and the pinned buffer it lands in (read_unlocked).
+  cudaEvent_t eigh_done_ = nullptr;
+  void* eigh_host_ = nullptr;
+  size_t eigh_host_cap_ = 0;
   std::string device_desc_;
-  DevBuf scratch_, flags_, coef_, meta_, infos_, multi_;
+  DevBuf scratch_, flags_, coef_, meta_, multi_;
   void* res_host_ = nullptr;
   size_t res_cap_ = 0;
   void* ring_host_ = nullptr;
@@ -734,20 +779,34 @@ Status CudaBackend::init() {
   return Status::Ok();
 }
 
-// How many matrices syevd solves at once (KRADAGRAD_CUDA_EIGH_STREAMS, 1..16, default 4).
+// How many matrices syevd solves at once (KRADAGRAD_CUDA_EIGH_STREAMS, 1..kMaxEighLanes,
+// default kEighLanes; anything else is ignored). Capped at the batch, so 12 lanes on the
+// MLP's 12 factors of 1024 solve them all at once.
 int eigh_lanes() {
   const char* e = std::getenv("KRADAGRAD_CUDA_EIGH_STREAMS");
   if (!e || !*e) return kEighLanes;
   char* end = nullptr;
   const long v = std::strtol(e, &end, 10);
-  return (end && *end == '\0' && v >= 1 && v <= 16) ? (int)v : kEighLanes;
+  return (end && *end == '\0' && v >= 1 && v <= kMaxEighLanes) ? (int)v : kEighLanes;
+}
+
+// The Jacobi solver's sweep limit: cuSOLVER's default (100) unless
+// KRADAGRAD_CUDA_SYEVJ_MAX_SWEEPS (1..1000) says otherwise. A tiny limit leaves items
+// unconverged: that is how bench/gpu-ops.ts reaches the syevd retry below.
+int syevj_max_sweeps() {
+  const char* e = std::getenv("KRADAGRAD_CUDA_SYEVJ_MAX_SWEEPS");
+  if (!e || !*e) return 100;
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  return (end && *end == '\0' && v >= 1 && v <= 1000) ? (int)v : 100;
 }
 
 // The per-matrix syevd over `items`; each writes its own device info entry. From
 // kConcurrentEighMinN up, several matrices are spread over auxiliary solvers, each with its
 // own stream and host thread (a syevd of a 1024x1024 matrix is latency-bound and leaves
-// most of the device idle), forked from and joined back into the backend's stream.
-Status CudaBackend::solve_syevd(DType dt, char* work, void* w, int* dinfo, int64_t n,
+// most of the device idle), forked from and joined back into the backend's stream. Called
+// with `g` held (and eigh_mu_); the lanes run with `g` released (see the file comment).
+Status CudaBackend::solve_syevd(Guard& g, DType dt, char* work, void* w, int* dinfo, int64_t n,
                                 const std::vector<int64_t>& items) {
   if (items.empty()) return Status::Ok();
   const size_t es = dtype_size(dt), nn = (size_t)(n * n);
@@ -779,6 +838,7 @@ Status CudaBackend::solve_syevd(DType dt, char* work, void* w, int* dinfo, int64
 
   const int lanes = n >= kConcurrentEighMinN ? (int)std::min<int64_t>(eigh_lanes(), (int64_t)items.size()) : 1;
   if (lanes == 1) {
+    // The main handle on the backend stream: stays under the lock (the handle is shared).
     void* ws = nullptr;
     KRAD_RETURN_IF_ERROR(dev_alloc(ws_bytes, &ws));
     Status st = Status::Ok();
@@ -790,6 +850,8 @@ Status CudaBackend::solve_syevd(DType dt, char* work, void* w, int* dinfo, int64
     return st;
   }
 
+  // Under the lock: lanes, workspaces (stream-ordered allocations on the backend stream,
+  // usable by the lanes after the fork) and the fork point, after the work matrices are ready.
   KRAD_RETURN_IF_ERROR(ensure_lanes(lanes));
   std::vector<void*> ws(lanes, nullptr);
   Status st = Status::Ok();
@@ -802,6 +864,8 @@ Status CudaBackend::solve_syevd(DType dt, char* work, void* w, int* dinfo, int64
   }
   std::vector<Status> lane_st(lanes, Status::Ok());
   std::vector<uint8_t> joined(lanes, 0);
+  // A lane touches only its own stream, handle and workspace, this call's work matrices,
+  // w and dinfo (distinct items per lane), and fork_ (recorded above; owned under eigh_mu_).
   auto lane_work = [&](int l) {
     Lane& x = lanes_[l];
     cudaSetDevice(device_);
@@ -813,6 +877,9 @@ Status CudaBackend::solve_syevd(DType dt, char* work, void* w, int* dinfo, int64
     lane_st[l] = s;
   };
   {
+    // Without the lock while the lanes run (syevd blocks its host thread until its matrix
+    // is solved): other threads may enqueue their work on the backend stream meanwhile.
+    Unlocked u(g);
     std::vector<std::thread> threads;
     threads.reserve(lanes);
     int started = 0;
@@ -823,27 +890,58 @@ Status CudaBackend::solve_syevd(DType dt, char* work, void* w, int* dinfo, int64
     }
     for (int l = started; l < lanes; ++l) lane_work(l);
     for (auto& t : threads) t.join();
+    // A lane whose end could not be recorded is waited for here, on the host.
+    for (int l = 0; l < lanes; ++l) {
+      if (joined[l]) continue;
+      const cudaError_t e = cudaStreamSynchronize(lanes_[l].stream);
+      if (e != cudaSuccess && st.ok()) st = cuda_status(e, "eigh join (lane synchronize)");
+    }
   }
-  // Join: the backend's stream waits for every lane before anything else (the workspaces'
-  // stream-ordered release included) runs on it.
+  // Join: the backend's stream waits for every lane before anything enqueued after this
+  // point (the workspaces' stream-ordered release, the eigenvector transpose) runs on it.
   for (int l = 0; l < lanes; ++l) {
-    cudaError_t e = joined[l] ? cudaStreamWaitEvent(stream_, lanes_[l].done, 0) : cudaStreamSynchronize(lanes_[l].stream);
-    if (e != cudaSuccess && st.ok()) st = cuda_status(e, "eigh join");
+    if (joined[l]) {
+      const cudaError_t e = cudaStreamWaitEvent(stream_, lanes_[l].done, 0);
+      if (e != cudaSuccess) {
+        if (st.ok()) st = cuda_status(e, "eigh join");
+        (void)cudaStreamSynchronize(lanes_[l].stream);  // no device-side join: wait on the host
+      }
+    }
     if (!lane_st[l].ok() && st.ok()) st = lane_st[l];
   }
   for (void* p : ws) dev_free(p);
   return st;
 }
 
-// Auxiliary solvers for concurrent syevd, created on first use and kept.
+// Auxiliary solvers for concurrent syevd, created on first use and kept. A lane whose
+// creation fails half-way releases what it had (stream, event, handle).
 Status CudaBackend::ensure_lanes(int lanes) {
   if (!fork_) KRAD_CUDA(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming), "event creation");
   while ((int)lanes_.size() < lanes) {
     Lane x;
-    KRAD_CUDA(cudaStreamCreateWithFlags(&x.stream, cudaStreamNonBlocking), "stream creation");
-    KRAD_CUDA(cudaEventCreateWithFlags(&x.done, cudaEventDisableTiming), "event creation");
-    KRAD_CUSOLVER(cusolverDnCreate(&x.solver), "handle creation");
-    KRAD_CUSOLVER(cusolverDnSetStream(x.solver, x.stream), "cusolverDnSetStream");
+    Status st = cuda_check(cudaStreamCreateWithFlags(&x.stream, cudaStreamNonBlocking), "lane stream creation");
+    if (st.ok()) st = cuda_check(cudaEventCreateWithFlags(&x.done, cudaEventDisableTiming), "lane event creation");
+    if (st.ok()) {
+      const cusolverStatus_t cs = cusolverDnCreate(&x.solver);
+      if (cs != CUSOLVER_STATUS_SUCCESS) {
+        x.solver = nullptr;
+        st = Status::Error(Code::CUSOLVER_FAILED, std::string("cuSOLVER lane handle creation failed: ") +
+                                                      cusolver_name(cs), (long long)cs);
+      }
+    }
+    if (st.ok()) {
+      const cusolverStatus_t cs = cusolverDnSetStream(x.solver, x.stream);
+      if (cs != CUSOLVER_STATUS_SUCCESS)
+        st = Status::Error(Code::CUSOLVER_FAILED, std::string("cuSOLVER lane cusolverDnSetStream failed: ") +
+                                                      cusolver_name(cs), (long long)cs);
+    }
+    if (!st.ok()) {
+      if (x.solver) cusolverDnDestroy(x.solver);
+      if (x.done) cudaEventDestroy(x.done);
+      if (x.stream) cudaStreamDestroy(x.stream);
+      (void)cudaGetLastError();
+      return st;
+    }
     lanes_.push_back(x);
   }
   return Status::Ok();
@@ -852,6 +950,7 @@ Status CudaBackend::ensure_lanes(int lanes) {
 // Batched Jacobi over all items, in chunks that keep the int workspace size in range.
 Status CudaBackend::solve_syevj(DType dt, char* work, void* w, int* dinfo, int64_t n, int64_t batch) {
   const size_t es = dtype_size(dt), nn = (size_t)(n * n);
+  KRAD_CUSOLVER(cusolverDnXsyevjSetMaxSweeps(syevj_, syevj_max_sweeps()), "syevj sweep limit setting");
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(batch, (int64_t(1) << 26) / (int64_t)nn));
   for (int64_t done = 0; done < batch; done += chunk) {
     const int cnt = (int)std::min<int64_t>(chunk, batch - done);
@@ -882,15 +981,46 @@ Status CudaBackend::solve_syevj(DType dt, char* work, void* w, int* dinfo, int64
   return Status::Ok();
 }
 
+// Device -> host for syevd without holding the lock while the device works: the copy into
+// the eigh pinned buffer and an event are enqueued under `g`, the wait on that event runs
+// with `g` released (work other threads enqueue meanwhile is not waited for). *host stays
+// valid until the next read_unlocked (eigh_mu_ held).
+Status CudaBackend::read_unlocked(Guard& g, const void* src, size_t bytes, const void** host) {
+  if (!eigh_done_) KRAD_CUDA(cudaEventCreateWithFlags(&eigh_done_, cudaEventDisableTiming), "event creation");
+  if (eigh_host_cap_ < bytes) {
+    if (eigh_host_) cudaFreeHost(eigh_host_);  // its last copy was waited for
+    eigh_host_ = nullptr;
+    eigh_host_cap_ = 0;
+    const size_t want = std::max<size_t>(bytes, 4096);
+    KRAD_CUDA(cudaMallocHost(&eigh_host_, want), "pinned host allocation");
+    eigh_host_cap_ = want;
+  }
+  *host = eigh_host_;
+  if (!bytes) return Status::Ok();
+  KRAD_CUDA(cudaMemcpyAsync(eigh_host_, src, bytes, cudaMemcpyDeviceToHost, stream_), "eigh result copy to host");
+  KRAD_CUDA(cudaEventRecord(eigh_done_, stream_), "eigh result copy (event record)");
+  cudaError_t e;
+  {
+    Unlocked u(g);
+    e = cudaEventSynchronize(eigh_done_);
+  }
+  KRAD_CUDA(e, "eigh result copy (wait)");
+  return Status::Ok();
+}
+
 // work = copy of A with its row-major lower triangle mirrored onto the upper, read by the
 // solver as its column-major lower triangle (the path the CPU backend, torch and numpy
 // take: see syevd_one in cpu_backend.cc); items with
 // NaN/Inf are swapped for the identity so the solver never sees them, and reported as
 // info = 1 like the CPU backend. The solver leaves the eigenvectors in work's columns
 // (column-major), i.e. in its rows read row-major: a transpose puts them in V's columns.
-// Items the batched Jacobi solver did not converge on are redone with syevd.
+// Items the batched Jacobi solver did not converge on are redone with syevd, on the same
+// (mirrored) input.
+// Locking: eigh_mu_ for the whole call (one syevd at a time), mu_ except while waiting
+// (solver lanes, the host LAPACK solve, read-backs): see the file comment.
 Status CudaBackend::syevd(DType dt, const void* a, void* w, void* v, int64_t n, int64_t batch,
                           std::vector<int>* info) {
+  std::lock_guard<std::mutex> serial(eigh_mu_);  // before the backend lock (lock order)
   Guard g(this);
   info->assign(batch, 0);
   if (batch <= 0 || n <= 0) return Status::Ok();
@@ -900,31 +1030,39 @@ Status CudaBackend::syevd(DType dt, const void* a, void* w, void* v, int64_t n, 
     // Few small matrices: LAPACK on the host. A GPU syevd of a 128x128 matrix costs
     // ~1.4 ms on an H100 (latency-bound), a 16x16 one nearly as much, while the CPU
     // solves a 64x64 in well under that; it also rounds exactly like the CPU backend.
-    std::vector<char> ha(bytes), hw((size_t)n * batch * es), hv(bytes);
-    KRAD_RETURN_IF_ERROR(fetch(ha.data(), a, bytes));
-    KRAD_RETURN_IF_ERROR(cpu_backend()->syevd(dt, ha.data(), hw.data(), hv.data(), n, batch, info));
+    const void* ha = nullptr;
+    KRAD_RETURN_IF_ERROR(read_unlocked(g, a, bytes, &ha));
+    std::vector<char> hw((size_t)n * batch * es), hv(bytes);
+    Status st;
+    {
+      Unlocked u(g);  // the host solve reads eigh_host_ (eigh_mu_) and writes locals only
+      st = cpu_backend()->syevd(dt, ha, hw.data(), hv.data(), n, batch, info);
+    }
+    KRAD_RETURN_IF_ERROR(st);
     KRAD_RETURN_IF_ERROR(h2d(w, hw.data(), hw.size()));
     KRAD_RETURN_IF_ERROR(h2d(v, hv.data(), hv.size()));
     KRAD_CUDA(cudaStreamSynchronize(stream_), "host eigh upload (synchronize)");
     return Status::Ok();
   }
+  // This call's device memory, one stream-ordered allocation: the work matrices, then the
+  // solver info (batch ints) and finiteness flags (batch bytes), read back together. Not
+  // the shared flags_ buffer: other calls run while this one waits unlocked.
+  const size_t info_bytes = (size_t)batch * sizeof(int), tail_bytes = info_bytes + (size_t)batch;
   void* work = nullptr;
-  KRAD_RETURN_IF_ERROR(dev_alloc(bytes, &work));
+  KRAD_RETURN_IF_ERROR(dev_alloc(bytes + tail_bytes, &work));
   struct Free {
     CudaBackend* b;
     void* p;
-    ~Free() { b->dev_free(p); }
+    ~Free() { b->dev_free(p); }  // stream-ordered; runs with the lock held (Guard outlives it)
   } free_work{this, work};
   char* wk = static_cast<char*>(work);
-  KRAD_RETURN_IF_ERROR(ensure(&flags_, (size_t)batch));
-  KRAD_RETURN_IF_ERROR(ensure(&infos_, (size_t)batch * sizeof(int)));
-  uint8_t* dflags = static_cast<uint8_t*>(flags_.ptr);
-  int* dinfo = static_cast<int*>(infos_.ptr);
+  int* dinfo = reinterpret_cast<int*>(wk + bytes);  // bytes is a multiple of 4
+  uint8_t* dflags = reinterpret_cast<uint8_t*>(wk + bytes + info_bytes);
   // work = A with non-finite items replaced by the identity; info = 0.
   auto prepare = [&]() -> Status {
     KRAD_CUDA(cudaMemcpyAsync(work, a, bytes, cudaMemcpyDeviceToDevice, stream_), "eigh input copy");
     KRAD_CUDA(kk::eigh_input(dt, work, n, batch, dflags, stream_), "eigh_input kernel");
-    KRAD_CUDA(cudaMemsetAsync(dinfo, 0, (size_t)batch * sizeof(int), stream_), "info reset");
+    KRAD_CUDA(cudaMemsetAsync(dinfo, 0, info_bytes, stream_), "info reset");
     return Status::Ok();
   };
   KRAD_CUDA(kk::all_finite(dt, a, batch, (int64_t)nn, dflags, stream_), "all_finite kernel");
@@ -932,6 +1070,14 @@ Status CudaBackend::syevd(DType dt, const void* a, void* w, void* v, int64_t n, 
 
   std::vector<int> hinfo(batch, 0);
   std::vector<uint8_t> finite(batch, 1);
+  // info and flags back to the host (waiting unlocked).
+  auto read_back = [&]() -> Status {
+    const void* h = nullptr;
+    KRAD_RETURN_IF_ERROR(read_unlocked(g, dinfo, tail_bytes, &h));
+    std::memcpy(hinfo.data(), h, info_bytes);
+    std::memcpy(finite.data(), static_cast<const char*>(h) + info_bytes, (size_t)batch);
+    return Status::Ok();
+  };
   const EighChoice choice = choose_eigh(n, batch, syevj_max_n_);
   bool loop = choice.method == EighMethod::SYEVD;
   if (!loop) {
@@ -943,26 +1089,29 @@ Status CudaBackend::syevd(DType dt, const void* a, void* w, void* v, int64_t n, 
       loop = true;
     } else {
       KRAD_RETURN_IF_ERROR(sj);
-      KRAD_RETURN_IF_ERROR(fetch(hinfo.data(), dinfo, (size_t)batch * sizeof(int)));
-      KRAD_RETURN_IF_ERROR(fetch(finite.data(), dflags, (size_t)batch));
+      KRAD_RETURN_IF_ERROR(read_back());
       std::vector<int64_t> redo;  // Jacobi did not converge: syevd gets a second go
       for (int64_t b = 0; b < batch; ++b)
         if (finite[b] && hinfo[b] != 0) redo.push_back(b);
-      for (int64_t b : redo)
-        KRAD_CUDA(cudaMemcpyAsync(wk + b * nn * es, static_cast<const char*>(a) + b * nn * es, nn * es,
-                                  cudaMemcpyDeviceToDevice, stream_),
+      // Each from the input again, mirrored like the first time (the solver reads the
+      // upper triangle of the row-major item, which need not equal the lower one in A).
+      for (int64_t b : redo) {
+        char* item = wk + b * nn * es;
+        KRAD_CUDA(cudaMemcpyAsync(item, static_cast<const char*>(a) + b * nn * es, nn * es, cudaMemcpyDeviceToDevice,
+                                  stream_),
                   "eigh retry copy");
-      KRAD_RETURN_IF_ERROR(solve_syevd(dt, wk, w, dinfo, n, redo));
+        KRAD_CUDA(kk::mirror_lower(dt, item, n, 1, stream_), "eigh retry mirror kernel");
+      }
+      KRAD_RETURN_IF_ERROR(solve_syevd(g, dt, wk, w, dinfo, n, redo));
     }
   }
   if (loop) {
     std::vector<int64_t> all(batch);
     for (int64_t b = 0; b < batch; ++b) all[b] = b;
-    KRAD_RETURN_IF_ERROR(solve_syevd(dt, wk, w, dinfo, n, all));
+    KRAD_RETURN_IF_ERROR(solve_syevd(g, dt, wk, w, dinfo, n, all));
   }
   KRAD_CUDA(kk::transpose3(dt, work, v, batch, n, n, 1, stream_), "eigenvector transpose kernel");
-  KRAD_RETURN_IF_ERROR(fetch(hinfo.data(), dinfo, (size_t)batch * sizeof(int)));
-  KRAD_RETURN_IF_ERROR(fetch(finite.data(), dflags, (size_t)batch));
+  KRAD_RETURN_IF_ERROR(read_back());
   for (int64_t b = 0; b < batch; ++b) {
     const int x = hinfo[b];
     (*info)[b] = !finite[b] ? 1 : x < 0 ? 1000 - x : x;  // < 0 would be our bug: report it as failed
