@@ -40,7 +40,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { KradagradStarOptimizer, NativeAdamOptimizer, ShampooOptimizer } from '../lib/tfjs';
-import { mulberry32 } from './rand';
+import { mulberry32 } from '../test/support/rand';
 
 export type OptName = 'sgd' | 'adam' | 'shampoo' | 'kstar' | 'nadam';
 export const OPT_LABEL: Record<OptName, string> = {

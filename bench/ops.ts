@@ -35,7 +35,7 @@ import * as path from 'path';
 import { getBackend, ops } from '../lib';
 import type { DType } from '../lib';
 import { packageRoot } from '../lib/native';
-import { fastFill } from './rand';
+import { fastFill } from '../test/support/rand';
 
 type Op = 'gemm' | 'eigh';
 interface Case {

@@ -104,7 +104,7 @@ carry_missing=
 be=cuda
 [ "$self" = 1 ] && be=cpu
 compare=$results/step-compare-$be-$stamp.md
-# compute-sanitizer's case filter (bench/gpu-ops.js case names; each case runs its op on the
+# compute-sanitizer's case filter (test/support/gpu_op_cases.ts case names; each case runs its op on the
 # device, and memcheck checks every kernel it launches). What each group reaches in
 # native/cuda/kernels.cu: multi-tensor -> multi_ew_k, multi_dot2_partial_k,
 # multi_norm_ratio_k, multi_scale_k, multi_all_finite_k; axpby -> axpby_k; scaleByNormRatio
@@ -248,7 +248,7 @@ bench_step() {
 # Everything the run needs from the dev machine; exits non-zero with what is missing.
 check_carry() {
   local missing=()
-  for f in dist/lib/index.js dist/bench/gpu-ops.js dist/lib/cli/main.js; do
+  for f in dist/lib/index.js dist/bench/gpu-ops.js dist/test/support/gpu_op_cases.js dist/lib/cli/main.js; do
     [ -f "$f" ] || missing+=("$f (carry dist, compiled by bash scripts/gpu-check.sh --prepare)")
   done
   [ -f node_modules/node-addon-api/napi.h ] ||
@@ -388,7 +388,7 @@ main() {
   #    named above (case names change; a filter that matches nothing would pass vacuously).
   group=sanitizer
   step "sanitizer case filter covers every kernel group" 30 node -e '
-    const { opCases } = require("./dist/bench/gpu-ops");
+    const { opCases } = require("./dist/test/support/gpu_op_cases");
     const re = new RegExp(process.argv[1]);
     const names = opCases().map((c) => c.name).filter((n) => re.test(n));
     const groups = process.argv.slice(2);

@@ -12,7 +12,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Backend, KradagradError, getBackend } from '../lib';
-import { opCases, runCase } from '../bench/gpu-ops';
+import { opCases, runCase } from './support/gpu_op_cases';
 
 const cudaAddonPath = process.env.KRADAGRAD_CUDA_ADDON ?? path.resolve(__dirname, '..', 'build-cuda', 'Release', 'kradagrad_cuda.node');
 

@@ -10,7 +10,7 @@ export type Arr = ArrayLike<number>;
 
 // ---- random numbers --------------------------------------------------------------------
 
-import { Rng, fastFill, mulberry32 } from '../../bench/rand';
+import { Rng, fastFill, mulberry32 } from '../support/rand';
 
 export { Rng, fastFill, mulberry32 };
 

@@ -26,7 +26,7 @@ export function tensorBytes(buf: Buffer, name: string): Buffer {
 /** Rebuilds a checkpoint with `mutate` applied to its header (and data), resealed with a valid checksum. */
 export function rewrite(buf: Buffer, mutate: (h: Header, data: Buffer) => Buffer | void): Buffer {
   const { header, dataStart } = readHeader(buf);
-  let data = Buffer.from(buf.subarray(dataStart));
+  let data: Buffer = Buffer.from(buf.subarray(dataStart));
   const changed = mutate(header, data);
   if (Buffer.isBuffer(changed)) data = changed;
   header.__metadata__ = { checksum: 'crc32c:00000000', ...header.__metadata__ };
