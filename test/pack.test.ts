@@ -148,19 +148,21 @@ suite('npm package: pack, install with no install script and no compiler (npm, p
 
   /**
    * An empty project whose .npmrc routes every lifecycle script through a recorder (npm
-   * and pnpm both read `script-shell`), and that allows every package's build scripts
-   * under pnpm, so a script in a package would run, and be seen.
+   * and pnpm both read `script-shell`). For pnpm (`pnpm` set: its overrides), a
+   * pnpm-workspace.yaml allows every package's build scripts and turns off pnpm's cache of
+   * build results, so a script in a package would run, and be seen.
    */
-  const makeApp = (name: string, deps: Record<string, string>, pnpmField?: object): string => {
+  const makeApp = (name: string, deps: Record<string, string>, pnpm?: { overrides?: Record<string, string> }): string => {
     const app = path.join(tmp, name);
     fs.mkdirSync(app);
     const recorder = path.join(app, 'record-script.sh');
     fs.writeFileSync(recorder, `#!/bin/sh\necho "$PWD: $*" >> ${JSON.stringify(path.join(app, 'scripts-run.log'))}\nexit 0\n`, { mode: 0o755 });
     fs.writeFileSync(path.join(app, '.npmrc'), `script-shell=${recorder}\n`);
-    fs.writeFileSync(
-      path.join(app, 'package.json'),
-      JSON.stringify({ name, version: '1.0.0', private: true, dependencies: deps, ...(pnpmField ? { pnpm: pnpmField } : {}) }, null, 2) + '\n',
-    );
+    fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name, version: '1.0.0', private: true, dependencies: deps }, null, 2) + '\n');
+    if (pnpm) {
+      const overrides = Object.entries(pnpm.overrides ?? {}).map(([k, v]) => `  ${JSON.stringify(k)}: ${JSON.stringify(v)}\n`).join('');
+      fs.writeFileSync(path.join(app, 'pnpm-workspace.yaml'), `dangerouslyAllowAllBuilds: true\nsideEffectsCache: false\n${overrides ? `overrides:\n${overrides}` : ''}`);
+    }
     return app;
   };
 
@@ -197,10 +199,7 @@ suite('npm package: pack, install with no install script and no compiler (npm, p
     //    with an override so kradagrad's own dependency resolves to the local tarball.
     const deps = { kradagrad: `file:${tarball}`, '@kradagrad/linux-x64': `file:${cpuTarball}` };
     apps.npm = makeApp('app-npm', deps);
-    apps.pnpm = makeApp('app-pnpm', deps, {
-      overrides: { '@kradagrad/linux-x64': `file:${cpuTarball}` },
-      onlyBuiltDependencies: ['kradagrad', '@kradagrad/linux-x64', 'control'],
-    });
+    apps.pnpm = makeApp('app-pnpm', deps, { overrides: { '@kradagrad/linux-x64': `file:${cpuTarball}` } });
   }, 600_000);
 
   afterAll(() => {
@@ -264,7 +263,7 @@ suite('npm package: pack, install with no install script and no compiler (npm, p
     const a = makeApp('control-npm', { control: `file:${ctl}` });
     check(npm(['install', '--offline', '--no-audit', '--no-fund'], a), 'npm install control');
     expect(recorded(a)).toMatch(/control-install/);
-    const b = makeApp('control-pnpm', { control: `file:${ctl}` }, { onlyBuiltDependencies: ['control'] });
+    const b = makeApp('control-pnpm', { control: `file:${ctl}` }, {});
     check(runPnpm(['install', '--offline'], b), 'pnpm install control');
     expect(recorded(b)).toMatch(/control-install/);
   });
