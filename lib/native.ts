@@ -184,6 +184,16 @@ const ABI_VERSION: number = (() => {
   }
 })();
 const CUDA_PACKAGE = `@kradagrad/${process.platform}-${process.arch}-cuda13`;
+/** The prebuilt CPU addon's platform package (an optional dependency; npm and pnpm install the one matching os/cpu/libc). */
+const CPU_PACKAGE = `@kradagrad/${process.platform}-${process.arch}`;
+/** The explicit source build, for platforms without a prebuilt package. */
+const BUILD_HINT = 'npx kradagrad build-native';
+
+/** KRADAGRAD_BUILD_FROM_SOURCE=1: use only an addon built from source, never a prebuilt one. */
+function fromSourceOnly(): boolean {
+  const v = process.env.KRADAGRAD_BUILD_FROM_SOURCE;
+  return v !== undefined && v !== '' && v !== '0' && v !== 'false';
+}
 
 interface Candidate {
   path: string;
@@ -201,44 +211,63 @@ function packageVersion(dir: string): string | undefined {
   }
 }
 
+/** The folder of an installed package, resolved from kradagrad's root (undefined when not installed). */
+function packageDir(name: string): string | undefined {
+  try {
+    return path.dirname(require.resolve(`${name}/package.json`, { paths: [root] }));
+  } catch {
+    return undefined;
+  }
+}
+
+/** A platform package as a candidate: its version must be kradagrad's. */
+function platformCandidate(name: string, dir: string, file: string): Candidate {
+  const ours = packageVersion(root);
+  const theirs = packageVersion(dir);
+  return {
+    path: path.join(dir, file),
+    source: `${name}@${theirs ?? '?'}`,
+    problem: ours && theirs !== ours ? `version ${theirs ?? 'unknown'} does not match kradagrad ${ours}; install ${name}@${ours}` : undefined,
+  };
+}
+
 /**
  * Where to look, in order. KRADAGRAD_CPU_ADDON / KRADAGRAD_CUDA_ADDON, when set, is the
  * only candidate: an explicit choice that does not load must say so, not be replaced
- * silently by another binary. Otherwise: a local build (build/ or build-cuda/), the
- * prebuild shipped in the package (prebuilds/<platform>-<arch>/), and for CUDA the
- * optional platform package @kradagrad/<platform>-<arch>-cuda13.
+ * silently by another binary. Otherwise: a local build (build/ or build-cuda/: a
+ * checkout's, or `npx kradagrad build-native` in an installed package), then the prebuilt
+ * platform package (@kradagrad/<platform>-<arch> for the CPU addon, an optional
+ * dependency; @kradagrad/<platform>-<arch>-cuda13 for CUDA, not on npm), then a checkout's
+ * prebuilds/<platform>-<arch>/ (what scripts/prebuild.js makes for the platform package).
+ * KRADAGRAD_BUILD_FROM_SOURCE=1 keeps only the local build for the CPU addon.
  */
 function candidates(flavor: 'cpu' | 'cuda'): Candidate[] {
   const file = `kradagrad_${flavor}.node`;
   const envName = flavor === 'cpu' ? 'KRADAGRAD_CPU_ADDON' : 'KRADAGRAD_CUDA_ADDON';
   const env = process.env[envName];
   if (env) return [{ path: path.resolve(env), source: envName }];
-  const list: Candidate[] = [
-    { path: path.join(root, flavor === 'cpu' ? 'build' : 'build-cuda', 'Release', file), source: 'local build' },
-    { path: path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, file), source: 'prebuild' },
-  ];
-  if (flavor === 'cuda') {
-    let dir: string | undefined;
-    try {
-      dir = path.dirname(require.resolve(`${CUDA_PACKAGE}/package.json`, { paths: [root] }));
-    } catch {
-      /* platform package not installed */
-    }
-    if (dir) {
-      const ours = packageVersion(root);
-      const theirs = packageVersion(dir);
-      list.push({
-        path: path.join(dir, file),
-        source: `${CUDA_PACKAGE}@${theirs ?? '?'}`,
-        problem:
-          ours && theirs !== ours
-            ? `version ${theirs ?? 'unknown'} does not match kradagrad ${ours}; install ${CUDA_PACKAGE}@${ours}`
-            : undefined,
-      });
-    } else {
-      list.push({ path: '', source: CUDA_PACKAGE, problem: 'not installed (optional dependency; npm installs it on linux-x64 glibc)' });
-    }
+  const list: Candidate[] = [{ path: path.join(root, flavor === 'cpu' ? 'build' : 'build-cuda', 'Release', file), source: 'local build' }];
+  if (flavor === 'cpu' && fromSourceOnly()) return list;
+  const name = flavor === 'cpu' ? CPU_PACKAGE : CUDA_PACKAGE;
+  const dir = packageDir(name);
+  if (dir) list.push(platformCandidate(name, dir, file));
+  else if (flavor === 'cpu') {
+    list.push({
+      path: '',
+      source: name,
+      problem: `not installed (the optional dependency with the prebuilt addon; there is one for linux-x64 with glibc >= 2.34 only; elsewhere build from source: ${BUILD_HINT})`,
+    });
+  } else {
+    list.push({
+      path: '',
+      source: name,
+      problem:
+        'not installed (it is not published on npm: build the CUDA addon from the repository, npm run build:cuda, ' +
+        'and pack it with npm run pack:cuda, or point KRADAGRAD_CUDA_ADDON at a built kradagrad_cuda.node)',
+    });
   }
+  const prebuilt = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, file);
+  if (flavor === 'cpu' && fs.existsSync(prebuilt)) list.push({ path: prebuilt, source: 'prebuild' });
   return list;
 }
 
@@ -255,13 +284,13 @@ function explainLoadError(flavor: 'cpu' | 'cuda', message: string): string {
       'or NVIDIA\'s CUDA 13 pip wheels and add their lib folder (site-packages/nvidia/cu13/lib) to LD_LIBRARY_PATH; see the README of ' +
       CUDA_PACKAGE;
   } else if (lib && /^lib(openblas|lapacke|lapack|blas|gfortran)\.so/.test(lib)) {
-    hint = `${lib} is missing (Debian/Ubuntu: apt-get install libopenblas0 liblapacke), or rebuild with npm rebuild kradagrad --build-from-source`;
+    hint = `${lib} is missing (Debian/Ubuntu: apt-get install libopenblas0 liblapacke), or rebuild from source: ${BUILD_HINT}`;
   } else if (lib) {
     hint = `a shared library it needs is missing: ${lib}`;
   } else if (/version `(GLIBC|GLIBCXX|CXXABI)_[\d.]+' not found/.test(first)) {
     hint =
       'this system\'s C/C++ runtime is older than the one the binary was built for; ' +
-      (flavor === 'cpu' ? 'build from source: npm rebuild kradagrad --build-from-source' : 'use a newer distribution (glibc >= 2.34)');
+      (flavor === 'cpu' ? `build from source: ${BUILD_HINT}` : 'use a newer distribution (glibc >= 2.34)');
   } else if (/undefined symbol/.test(first)) {
     hint = flavor === 'cuda' ? 'mismatched CUDA library versions (the addon needs CUDA 13.x libraries)' : 'the binary and its libraries do not match';
   } else if (/invalid ELF header|file too short|not an ELF|wrong ELF class|cannot open shared object file/.test(first)) {
@@ -384,8 +413,8 @@ export function loadBackend(request: BackendRequest = 'auto'): { addon: NativeAd
   const cpu = loadAddon('cpu');
   if (!cpu.addon) {
     throw new KradagradError(
-      `CPU addon not found (${cpu.reason}). Build it from source with \`npm rebuild kradagrad --build-from-source\` ` +
-        '(or `npm run build:native` in a checkout; needs a C++ compiler, make, python3 and libopenblas-dev + liblapacke-dev).',
+      `CPU addon not found (${cpu.reason}). Build it from source with \`${BUILD_HINT}\` ` +
+        '(or `npm run build:native` in a checkout; needs node-addon-api, a C++17 compiler, make, python3 and libopenblas-dev + liblapacke-dev).',
       'BACKEND_UNAVAILABLE',
     );
   }

@@ -1,15 +1,18 @@
 #!/usr/bin/env node
 'use strict';
-// Builds the prebuilt CPU addon that ships inside the npm package, so that
-// `npm install kradagrad` needs no compiler, no BLAS headers and no BLAS shared library:
+// Builds the prebuilt CPU addon of the platform package @kradagrad/linux-x64 (packed by
+// scripts/pack-cpu-package.js, an optional dependency of kradagrad), so that
+// `npm install kradagrad` runs no install script and needs no compiler, no BLAS headers
+// and no BLAS shared library:
 //
 //   prebuilds/linux-x64/kradagrad_cpu.node   OpenBLAS + LAPACKE linked in statically
 //   prebuilds/linux-x64/kradagrad_cpu.json   what it was built from and what it needs
 //
 //   node scripts/prebuild.js [--force] [--strict]
 //
-// Runs as `prepack`, so `npm pack` / `npm publish` always carry a current prebuild. Skips
-// when the prebuild is newer than every native source (unless --force). On a platform
+// scripts/pack-cpu-package.js runs it first, so the platform package always carries a
+// current prebuild. Skips when the prebuild is newer than every native source (unless
+// --force). On a platform
 // without a recipe (anything but linux-x64 glibc) it says so and exits 0, or 1 with
 // --strict.
 //

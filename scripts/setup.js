@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 'use strict';
 // One-stop set-up run before `npm start` and `npm test`: npm dependencies, OpenBLAS and
-// LAPACKE (apt-get, when missing and permitted), the CPU addon and the TypeScript build.
+// LAPACKE (apt-get, when missing and permitted), the CPU addon, the TypeScript build and
+// the plots' font (fonts/).
 // Each step is skipped when already done, and says what it does when it acts.
 // KRADAGRAD_NO_APT=1 forbids apt-get.
 const { spawnSync } = require('child_process');
@@ -55,6 +56,15 @@ function systemLibs() {
   run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...pkgs], { env });
 }
 
+function fonts() {
+  // The plots' font (fonts/, shipped in the package): see scripts/fonts.js.
+  try {
+    require('./fonts').copyFonts();
+  } catch (e) {
+    console.error(`[kradagrad setup] ${e.message}; PNG plots will use system fonts`);
+  }
+}
+
 function nativeAddon() {
   run(process.execPath, [path.join(__dirname, 'build-native.js')]);
 }
@@ -72,3 +82,4 @@ npmDeps();
 systemLibs();
 nativeAddon();
 typescript();
+fonts();

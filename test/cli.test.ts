@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Io, logGrid, parseGrid } from '../lib/cli/args';
-import { Quadratic, buildProblem } from '../lib/cli/conditioning';
+import { Quadratic, buildProblem, ratioToSgd } from '../lib/cli/conditioning';
 import { householderQR, matmul, orthogonalityError, paperSpectrum, Rng } from '../lib/cli/linalg';
 import { main } from '../lib/cli/main';
 import * as ops from '../lib/ops';
@@ -48,6 +48,11 @@ describe('help and usage errors', () => {
     expect(step.out).toMatch(/Usage: kradagrad bench step/);
     const info = await run(['info', '--help']);
     expect(info.out).toMatch(/Usage: kradagrad info/);
+    const build = await run(['build-native', '--help']);
+    expect(build.code).toBe(0);
+    expect(build.out).toMatch(/Usage: kradagrad build-native[\s\S]*KRADAGRAD_BUILD_FROM_SOURCE=1/);
+    expect(cond.out).toMatch(/--momentum <m> +heavy-ball momentum of SGD and the Kronecker methods/);
+    expect(cond.out).toMatch(/momentum 0\.9/);
     // golden is the lead's module: dispatch only.
     expect(await main(['golden', '--help'], capture().io)).toBe(0);
   });
@@ -78,6 +83,16 @@ describe('help and usage errors', () => {
     [['frobnicate'], /unknown command 'frobnicate'/],
     [['info', '--verbose'], /unknown option '--verbose' for info/],
     [['help', 'nothing'], /no help for 'nothing'/],
+    [['bench', 'conditioning', '--momentum', '1'], /--momentum expects a number in \[0, 1\), got '1'/],
+    [['bench', 'conditioning', '--momentum=-0.5'], /--momentum expects a number in \[0, 1\), got '-0.5'/],
+    [['bench', 'conditioning', '--steps', '5', '--steps', '6'], /--steps given twice/],
+    [['bench', 'conditioning', '--steps', '--quick'], /--steps expects a value/],
+    [['bench', 'conditioning', '-x'], /unknown option '-x' for bench conditioning/],
+    [['bench', 'conditioning', '--help=yes'], /--help takes no value, got 'yes'/],
+    [['golden', '--backend', 'tpu'], /--backend expects one of auto, cpu, cuda, got 'tpu'/],
+    [['golden', 'a.json', 'b.json'], /golden takes one file, got 'a\.json' and 'b\.json'/],
+    [['golden', '--bogus'], /unknown option '--bogus' for golden; expected one of --backend, --case, --json, --help/],
+    [['build-native', 'extra'], /build-native takes no positional arguments, got 'extra'/],
   ])('%j exits 2', async (argv, msg) => {
     const r = await run(argv as string[]);
     expect(r.code).toBe(2);
@@ -195,7 +210,20 @@ describe('bench conditioning', () => {
     expect(svg).toMatch(/^<svg /);
     expect(svg).toContain('KrADagrad* fp32 (lr');
     expect(svg).toContain('loss f(X) (log scale)');
-    expect((svg.match(/<polyline/g) ?? []).length).toBeGreaterThanOrEqual(7);
+    // Two panels: the loss curves and each curve divided by SGD's (the paper's Figure 1).
+    expect((svg.match(/<polyline/g) ?? []).length).toBeGreaterThanOrEqual(14);
+    expect(svg).toContain('Each loss curve divided by SGD');
+    expect(svg).toContain('loss / SGD loss (log scale)');
+    const ratio = ratioToSgd(json)!;
+    const sgdCurve = json.optimizers[0].best.curve;
+    expect(ratio.map((s) => s.label)).toEqual(json.optimizers.map((o: { label: string }) => o.label));
+    expect(Array.from(ratio[0].y).every((v) => v === 1)).toBe(true);
+    for (const [i, o] of json.optimizers.entries()) for (const t of [0, 10, 30]) expect(ratio[i].y[t]).toBe(o.best.curve[t] / sgdCurve[t]);
+    // The paper's settings: momentum 0.9 for SGD and the Kronecker methods, Adam's own beta1.
+    expect(json.config.momentum).toBe(0.9);
+    for (const o of json.optimizers) expect(o.options.momentum).toBe(o.id === 'adam' ? undefined : 0.9);
+    expect(json.optimizers.find((o: { id: string }) => o.id === 'adam').options.beta1).toBe(0.9);
+    expect(r.out).toMatch(/heavy-ball momentum 0\.9 for SGD and the Kronecker methods/);
     const pngPath = path.join(outA, 'conditioning.png');
     if (fs.existsSync(pngPath)) expect(fs.readFileSync(pngPath).subarray(1, 4).toString()).toBe('PNG');
     else expect(r.out).toMatch(/note: .*resvg/);
@@ -214,6 +242,52 @@ describe('bench conditioning', () => {
     const other = JSON.parse(fs.readFileSync(path.join(outC, 'conditioning.json'), 'utf8'));
     expect(other.problem.f0).not.toBe(json.problem.f0);
     expect(fs.existsSync(path.join(outC, 'conditioning.png'))).toBe(false);
+  });
+
+  test('--momentum reaches SGD and the Kronecker methods, and the report says so', async () => {
+    const base = ['bench', 'conditioning', '--size', '12', '--cond', '1e4', '--steps', '20', '--optimizers', 'sgd,adam,shampoo64,kradstar32', '--lrs', '1e-3', '--lrs', 'adam=0.01', '--backend', 'cpu', '--quiet', '--no-png'];
+    const runWith = async (extra: string[], dir: string): Promise<{ out: string; j: { config: { momentum: number }; optimizers: { id: string; options: { momentum?: number }; best: { finalLoss: number } }[] } }> => {
+      const out = path.join(tmp, dir);
+      const r = await run([...base, '--out', out, ...extra]);
+      expect(r.code).toBe(0);
+      return { out: r.out, j: JSON.parse(fs.readFileSync(path.join(out, 'conditioning.json'), 'utf8')) };
+    };
+    const m0 = await runWith(['--momentum', '0'], 'mom0');
+    const m9 = await runWith([], 'mom9');
+    const m5 = await runWith(['--momentum=0.5'], 'mom5');
+    expect([m0.j.config.momentum, m9.j.config.momentum, m5.j.config.momentum]).toEqual([0, 0.9, 0.5]);
+    expect(m0.out).toMatch(/no momentum for SGD and the Kronecker methods \(--momentum 0\)/);
+    expect(fs.readFileSync(path.join(tmp, 'mom5', 'conditioning.md'), 'utf8')).toMatch(/heavy-ball momentum 0\.5/);
+    const final = (x: typeof m0, id: string): number => x.j.optimizers.find((o) => o.id === id)!.best.finalLoss;
+    for (const id of ['sgd', 'shampoo64', 'kradstar32']) {
+      expect(m5.j.optimizers.find((o) => o.id === id)!.options.momentum).toBe(0.5);
+      expect(final(m0, id)).not.toBe(final(m9, id));
+      expect(final(m5, id)).not.toBe(final(m9, id));
+    }
+    // Adam keeps its first moment whatever --momentum says.
+    expect(final(m0, 'adam')).toBe(final(m9, 'adam'));
+  });
+
+  test('--out naming a file is a usage error before any run; a missing folder is created first', async () => {
+    const file = path.join(tmp, 'a-file');
+    fs.writeFileSync(file, 'x');
+    const t0 = Date.now();
+    for (const cmd of [['bench', 'conditioning'], ['bench', 'step', '--sets', 'tiny']]) {
+      const r = await run([...cmd, '--backend', 'cpu', '--out', file]);
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(new RegExp(`--out expects a directory, but '${file.replace(/[/.]/g, '\\$&')}' is a file`));
+      expect(r.out).toBe('');
+      const under = await run([...cmd, '--backend', 'cpu', '--out', path.join(file, 'sub')]);
+      expect(under.code).toBe(2);
+      expect(under.err).toMatch(/--out '.*a-file\/sub' cannot be used as the output directory \(ENOTDIR\)/);
+    }
+    // The default benchmark takes seconds; these stopped before it.
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(fs.readFileSync(file, 'utf8')).toBe('x');
+    const fresh = path.join(tmp, 'new', 'nested');
+    const ok = await run(['bench', 'conditioning', '--size', '4', '--steps', '3', '--optimizers', 'sgd', '--lrs', '1e-3', '--backend', 'cpu', '--quiet', '--no-png', '--out', fresh]);
+    expect(ok.code).toBe(0);
+    expect(fs.existsSync(path.join(fresh, 'conditioning.json'))).toBe(true);
   });
 
   test('a learning rate that blows up counts as failed', async () => {

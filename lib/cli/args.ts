@@ -1,8 +1,11 @@
 /**
- * Hand-written argument parsing for the CLI (no dependency): `--name value`,
- * `--name=value`, boolean flags, repeatable options, positional arguments, and usage
- * errors that say what was expected. A usage error makes the CLI exit with code 2.
+ * Argument parsing for the CLI on Node's own `util.parseArgs` (tokens mode), with the
+ * checks it leaves to us: `--name value`, `--name=value`, boolean flags, repeatable
+ * options, positional arguments, and usage errors that say what was expected. A usage
+ * error makes the CLI exit with code 2.
  */
+import * as fs from 'fs';
+import { parseArgs as nodeParseArgs } from 'util';
 
 /** A usage error: the CLI prints it (with a pointer to --help) and exits with code 2. */
 export class UsageError extends Error {
@@ -38,54 +41,64 @@ export interface Parsed {
 
 /**
  * Parses argv against `spec` (names without the leading dashes). `-h` is `--help`.
- * Unknown options and missing values are usage errors naming the command.
+ * Node's parser splits the arguments (non-strict, so that every problem reaches us as a
+ * token); the checks here give the messages: unknown options and missing values are
+ * usage errors naming the command, a flag given a value or a single-value option given
+ * twice too. Arguments that look like negative numbers (`-3`) are values or positionals,
+ * never options.
  */
 export function parseArgs(argv: readonly string[], spec: Record<string, OptionSpec>, command: string): Parsed {
-  const options = new Map<string, string | true | string[]>();
-  const positionals: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--') {
-      positionals.push(...argv.slice(i + 1));
-      break;
-    }
-    if (a === '-h') {
-      options.set('help', true);
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = { help: { type: 'boolean', short: 'h' } };
+  for (const [name, s] of Object.entries(spec)) options[name] = { type: s.kind === 'flag' ? 'boolean' : 'string', ...(s.kind === 'list' ? { multiple: true } : {}) };
+  // A lone negative number is data: keep Node's parser from reading it as short options.
+  const args: string[] = [];
+  const numbers = new Map<string, string>();
+  argv.forEach((a, i) => {
+    if (/^-\d/.test(a)) {
+      const key = `\u0000${i}`;
+      numbers.set(key, a);
+      args.push(key);
+    } else args.push(a);
+  });
+  const real = (v: string): string => numbers.get(v) ?? v;
+  const { tokens } = nodeParseArgs({ args, options, strict: false, allowPositionals: true, tokens: true });
+  const result: Parsed = { options: new Map(), positionals: [] };
+  for (const t of tokens) {
+    if (t.kind === 'positional') {
+      result.positionals.push(real(t.value));
       continue;
     }
-    if (!a.startsWith('-') || a === '-' || /^-\d/.test(a)) {
-      positionals.push(a);
+    if (t.kind === 'option-terminator') continue;
+    const raw = t.rawName;
+    if (!raw.startsWith('--') && raw !== '-h') throw new UsageError(`unknown option '${raw}' for ${command} (see kradagrad ${command} --help)`);
+    const name = t.name;
+    if (name === 'help') {
+      if (t.value !== undefined) throw new UsageError(`--help takes no value, got '${real(t.value)}'`);
+      result.options.set('help', true);
       continue;
     }
-    if (!a.startsWith('--')) throw new UsageError(`unknown option '${a}' for ${command} (see kradagrad ${command} --help)`);
-    const eq = a.indexOf('=');
-    const name = a.slice(2, eq >= 0 ? eq : undefined);
-    const s = name === 'help' ? { kind: 'flag' as const } : spec[name];
+    const s = Object.prototype.hasOwnProperty.call(spec, name) ? spec[name] : undefined;
     if (!s) {
       const known = Object.keys(spec).map((k) => `--${k}`);
       throw new UsageError(`unknown option '--${name}' for ${command}; expected one of ${[...known, '--help'].join(', ')}`);
     }
     if (s.kind === 'flag') {
-      if (eq >= 0) throw new UsageError(`--${name} takes no value, got '${a.slice(eq + 1)}'`);
-      options.set(name, true);
+      if (t.value !== undefined) throw new UsageError(`--${name} takes no value, got '${real(t.value)}'`);
+      result.options.set(name, true);
       continue;
     }
-    let v: string | undefined;
-    if (eq >= 0) v = a.slice(eq + 1);
-    else {
-      v = argv[i + 1];
-      if (v === undefined || (v.startsWith('--') && v.length > 2)) throw new UsageError(`--${name} expects a value`);
-      i++;
-    }
+    const v = t.value === undefined ? undefined : real(t.value);
+    // Node's parser takes the next argument as the value even when it is another option.
+    if (v === undefined || (!t.inlineValue && v.startsWith('--') && v.length > 2)) throw new UsageError(`--${name} expects a value`);
     if (s.kind === 'list') {
-      const prev = options.get(name);
-      options.set(name, [...(Array.isArray(prev) ? prev : []), v]);
+      const prev = result.options.get(name);
+      result.options.set(name, [...(Array.isArray(prev) ? prev : []), v]);
     } else {
-      if (options.has(name)) throw new UsageError(`--${name} given twice`);
-      options.set(name, v);
+      if (result.options.has(name)) throw new UsageError(`--${name} given twice`);
+      result.options.set(name, v);
     }
   }
-  return { options, positionals };
+  return result;
 }
 
 /** Typed accessors over a Parsed result, each with a message that says what is expected. */
@@ -127,6 +140,27 @@ export class Opts {
     if (v === undefined) return dflt;
     if (!(allowed as readonly string[]).includes(v)) throw new UsageError(`--${name} expects one of ${allowed.join(', ')}, got '${v}'`);
     return v as T;
+  }
+}
+
+/**
+ * Checks an output directory before any work is done: creates it (with its parents) when
+ * missing, and throws a UsageError when it names a file or cannot be created or written.
+ */
+export function prepareOutDir(dir: string, flag = '--out'): void {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    st = undefined;
+  }
+  if (st && !st.isDirectory()) throw new UsageError(`${flag} expects a directory, but '${dir}' is a file`);
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UsageError(`${flag} '${dir}' cannot be used as the output directory (${code ?? (e as Error).message})`);
   }
 }
 

@@ -6,6 +6,9 @@
  * largest is 10, rotated by the Q of a seeded Gaussian's QR; one for A, another for B),
  * built in float64; X0 standard normal. Each optimizer gets a learning-rate sweep on a
  * log grid and keeps the run with the lowest final loss; diverged runs count as failed.
+ * As in the paper ("SGD includes momentum"; the authors' optimizers default to 0.9), SGD
+ * and the Kronecker methods use heavy-ball momentum (`momentum`, default 0.9); Adam keeps
+ * its own first moment (beta1 = 0.9).
  *
  * Loss and gradient are always computed in float64 (on the backend, from the optimizer's
  * own parameter array cast to float64); the gradient is handed over in the parameter
@@ -19,9 +22,9 @@ import * as ops from '../ops';
 import { Adam, Kradagrad, KradagradStar, Sgd, Shampoo } from '../optim';
 import type { NamedParams, Optimizer } from '../optim';
 import { Backend, FloatArray, Tensor, getBackend } from '../tensor';
-import { Io, Opts, UsageError, logGrid, parseArgs, parseGrid } from './args';
+import { Io, Opts, UsageError, logGrid, parseArgs, parseGrid, prepareOutDir } from './args';
 import { Rng, householderQR, orthogonalityError, paperSpectrum, qdqt } from './linalg';
-import { PALETTE, Series, logLinePlot, writeChart } from './plot';
+import { PALETTE, Series, logLinePlot, sideBySide, writeChart } from './plot';
 import { Progress } from './progress';
 import { fmtLr, fmtNum, fmtSeconds, formatTable } from './table';
 
@@ -32,6 +35,8 @@ f(X) = tr(X^T A X B) over X (size x size), gradient 2 A X B, where A and B are S
 with condition number --cond (eigenvalues 10^(-s_j^2), s_j evenly spaced in
 [0, sqrt(log10 cond)], largest 10, randomly rotated), X0 standard normal, all seeded.
 Roots every 3 steps from step 3 on, epsilon 1e-8, one block per factor.
+As in the paper, SGD and the Kronecker methods (Shampoo, KrADagrad*, KrADagrad)
+use heavy-ball momentum 0.9 (--momentum); Adam keeps its first moment (beta1 0.9).
 Each optimizer gets a learning-rate sweep on a log grid and keeps its best final
 loss (diverged or non-finite runs count as failed). Loss and gradient are float64;
 the gradient is handed to the optimizer in its parameter dtype.
@@ -49,6 +54,8 @@ Options:
   --lrs <grid>            learning-rate grid for every optimizer: a comma list
                           (1e-3,1e-2) or a log range min:max:count (1e-4:1e-1:7)
   --lrs <id>=<grid>       the grid of one optimizer (repeatable)
+  --momentum <m>          heavy-ball momentum of SGD and the Kronecker methods, in
+                          [0, 1) (default 0.9, the paper's; 0 = none; Adam: beta1 0.9)
   --eps <e>               matrix epsilon (default 1e-8)
   --root-every <n>        root recomputation period (default 3)
   --start-step <n>        first preconditioned step (default 3)
@@ -61,13 +68,16 @@ Options:
   --quiet                 no progress on stderr
   -h, --help              this help
 
-Default grids (log-spaced, a quarter decade apart): sgd 1e-4..1e-2 (9 points),
+Default grids (log-spaced, a quarter decade apart): sgd 1e-4..1e-1 (13 points),
 adam 1e-2..10 (13), the second-order methods 1e-3..1e-1 (9 each; their steps are
 grafted to the SGD step norm, so their stable range is SGD's). A warning is printed
 when an optimizer's best lr sits at the edge of its grid. A run fails when its loss
 turns non-finite or does not end below f(X0).
+--out is checked before the run: it must be a directory or a path that can be
+created as one.
 Writes <out>/conditioning.json (config, seed, every run's final loss, the best
-curves), conditioning.svg/.png (loss curves, log scale) and conditioning.md.
+curves), conditioning.svg/.png (two panels, as the paper's Figure 1: the loss
+curves, and each curve divided by SGD's; log scales) and conditioning.md.
 Exit codes: 0 ok, 1 failure, 2 usage error.`;
 
 export type OptId = 'sgd' | 'adam' | 'shampoo64' | 'shampoo32' | 'kradstar32' | 'krad32' | 'kradstar64';
@@ -90,11 +100,12 @@ const pre = (c: ConditioningConfig, backend: Backend, lr: number, dtype: 'float3
   beta2: 1,
   blockSize: Math.max(c.size, 1),
   statisticsDtype: dtype,
+  momentum: c.momentum,
   backend,
 });
 
 export const OPTIMIZERS: readonly OptDef[] = [
-  { id: 'sgd', label: 'SGD', dtype: 'float32', grid: [1e-4, 1e-2, 9], make: (p, lr, _c, b) => new Sgd(p, { lr, backend: b }) },
+  { id: 'sgd', label: 'SGD', dtype: 'float32', grid: [1e-4, 1e-1, 13], make: (p, lr, c, b) => new Sgd(p, { lr, momentum: c.momentum, backend: b }) },
   { id: 'adam', label: 'Adam', dtype: 'float32', grid: [1e-2, 10, 13], make: (p, lr, _c, b) => new Adam(p, { lr, eps: 1e-8, backend: b }) },
   {
     id: 'shampoo64',
@@ -140,6 +151,8 @@ export interface ConditioningConfig {
   steps: number;
   seed: number;
   epsilon: number;
+  /** Heavy-ball momentum of SGD and the Kronecker methods (Adam keeps its beta1). */
+  momentum: number;
   rootEvery: number;
   startStep: number;
   normalization: 'paper' | 'reference';
@@ -340,6 +353,7 @@ export function parseConditioning(argv: readonly string[]): { config: Conditioni
       optimizers: { kind: 'value' },
       lrs: { kind: 'list' },
       eps: { kind: 'value' },
+      momentum: { kind: 'value' },
       'root-every': { kind: 'value' },
       'start-step': { kind: 'value' },
       normalization: { kind: 'value' },
@@ -385,6 +399,7 @@ export function parseConditioning(argv: readonly string[]): { config: Conditioni
     steps: o.posInt('steps', quick ? 100 : 250, 1, 1e6),
     seed: o.posInt('seed', 1, 0, 2 ** 32 - 1),
     epsilon: o.posNum('eps', 1e-8),
+    momentum: o.posNum('momentum', 0.9, (x) => x >= 0 && x < 1, 'a number in [0, 1)'),
     rootEvery: o.posInt('root-every', 3),
     startStep: o.posInt('start-step', 3, 0),
     normalization: o.choice('normalization', 'paper', ['paper', 'reference'] as const),
@@ -509,9 +524,10 @@ export function runConditioning(c: ConditioningConfig, io: Io, opts: { quiet?: b
 }
 
 function optionsOf(d: OptDef, c: ConditioningConfig): Record<string, unknown> {
-  if (d.id === 'sgd') return { momentum: 0 };
+  if (d.id === 'sgd') return { momentum: c.momentum };
   if (d.id === 'adam') return { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
   const o: Record<string, unknown> = {
+    momentum: c.momentum,
     epsilon: c.epsilon,
     rootFrequency: c.rootEvery,
     startStep: c.startStep,
@@ -585,6 +601,23 @@ export function conditioningTable(rep: ConditioningReport): { text: string; mark
   return formatTable(cols, rows);
 }
 
+/**
+ * The view of the paper's Figure 1: every best curve divided by SGD's best curve, step by
+ * step (SGD itself is the constant 1). Null when SGD is not in the run or failed.
+ */
+export function ratioToSgd(rep: ConditioningReport): Series[] | null {
+  const sgd = rep.optimizers.find((r) => r.id === 'sgd')?.best?.curve;
+  if (!sgd) return null;
+  return rep.optimizers
+    .filter((r) => r.best)
+    .map((r) => ({
+      label: r.label,
+      y: r.best!.curve.map((v, t) => v / sgd[t]),
+      color: PALETTE[OPTIMIZERS.findIndex((d) => d.id === r.id) % PALETTE.length],
+      dashed: r.paramDtype === 'float64' && r.id !== 'shampoo64' ? true : undefined,
+    }));
+}
+
 /** Writes conditioning.json/.svg/.png/.md into `out`; returns the paths. */
 export function writeConditioning(rep: ConditioningReport, out: string, png: boolean): { json: string; svg: string; png?: string; md: string; note?: string } {
   fs.mkdirSync(out, { recursive: true });
@@ -599,12 +632,28 @@ export function writeConditioning(rep: ConditioningReport, out: string, png: boo
       color: PALETTE[OPTIMIZERS.findIndex((d) => d.id === r.id) % PALETTE.length],
       dashed: r.paramDtype === 'float64' && r.id !== 'shampoo64' ? true : undefined,
     }));
-  const svg = logLinePlot(series, {
+  const momentum = c.momentum > 0 ? `momentum ${c.momentum} (SGD, Kronecker methods)` : 'no momentum';
+  const absolute = logLinePlot(series, {
     title: `f(X) = tr(XᵀAXB), X ${c.size}×${c.size}, cond(A) = cond(B) = ${c.cond.toExponential(0).replace('e+', 'e')}`,
-    subtitle: `best learning rate per optimizer; roots every ${c.rootEvery} steps from step ${c.startStep}, ε = ${c.epsilon}, seed ${c.seed}, ${c.backendUsed}`,
+    subtitle: `best learning rate per optimizer; ${momentum}; roots every ${c.rootEvery} steps from step ${c.startStep}, ε = ${c.epsilon}, seed ${c.seed}, ${c.backendUsed}`,
     xLabel: 'step',
     yLabel: 'loss f(X) (log scale)',
+    idPrefix: 'abs-',
   });
+  const ratio = ratioToSgd(rep);
+  const svg = ratio
+    ? sideBySide([
+        absolute,
+        logLinePlot(ratio, {
+          title: 'Each loss curve divided by SGD’s (the paper’s Figure 1)',
+          subtitle: 'f(X_t) / f_SGD(X_t) at the same step t; below 1 = ahead of SGD',
+          xLabel: 'step',
+          yLabel: 'loss / SGD loss (log scale)',
+          idPrefix: 'ratio-',
+          refLine: 1,
+        }),
+      ])
+    : absolute;
   const base = path.join(out, 'conditioning');
   let chart: { svg: string; png?: string; note?: string };
   if (png) chart = writeChart(svg, base);
@@ -621,6 +670,8 @@ export function writeConditioning(rep: ConditioningReport, out: string, png: boo
       '',
       `Device: ${c.device}; total ${fmtSeconds(rep.totalMs)}; f(X0) = ${fmtNum(rep.problem.f0)}`,
       '',
+      `${momentumLine(c.momentum)}.`,
+      '',
       t.markdown,
       '',
       ...rep.findings.notes.map((n) => `- ${n}`),
@@ -630,6 +681,13 @@ export function writeConditioning(rep: ConditioningReport, out: string, png: boo
   return { json, svg: chart.svg, png: chart.png, md, note: chart.note };
 }
 
+/** The momentum setting in words. */
+function momentumLine(m: number): string {
+  return m > 0
+    ? `heavy-ball momentum ${m} for SGD and the Kronecker methods (the paper's setting); Adam: beta1 0.9`
+    : 'no momentum for SGD and the Kronecker methods (--momentum 0); Adam: beta1 0.9';
+}
+
 /** The CLI command. */
 export async function benchConditioning(argv: readonly string[], io: Io): Promise<number> {
   const a = parseConditioning(argv);
@@ -637,12 +695,14 @@ export async function benchConditioning(argv: readonly string[], io: Io): Promis
     io.out(conditioningHelp);
     return 0;
   }
+  prepareOutDir(a.out);
   const command = ['kradagrad bench conditioning', ...argv].join(' ');
   const rep = runConditioning(a.config, io, { quiet: a.quiet, command, blasThreads: a.blasThreads });
   const files = writeConditioning(rep, a.out, a.png);
   const t = conditioningTable(rep);
   io.out('');
   io.out(`f(X) = tr(X^T A X B), n = ${rep.config.size}, cond = ${rep.config.cond.toExponential(0)}, f(X0) = ${fmtNum(rep.problem.f0)}, ${rep.config.steps} steps, seed ${rep.config.seed}`);
+  io.out(momentumLine(rep.config.momentum));
   io.out(`backend ${rep.config.backendUsed}: ${rep.config.device}`);
   io.out('');
   io.out(t.text);

@@ -1,18 +1,23 @@
 /**
- * `kradagrad golden <file.json> [--backend cpu|cuda|auto] [--json out.json] [--case NAME]`:
- * replays every case of a golden file (format 1) and prints each case's max relative
- * error and PASS/FAIL. Exit code 0 when all pass, 1 otherwise, 2 on usage errors.
+ * `kradagrad golden [file.json] [--backend cpu|cuda|auto] [--json out.json] [--case NAME]`:
+ * replays every case of a golden file (format 1; default: the one shipped in the package)
+ * and prints each case's max relative error and PASS/FAIL. Exit code 0 when all pass, 1 otherwise, 2 on usage errors.
  */
 import * as fs from 'fs';
+import * as path from 'path';
 import { GoldenResult, loadGolden, replayCase } from '../golden';
+import { packageRoot } from '../native';
 import type { BackendRequest } from '../native';
 import { getBackend } from '../tensor';
+import { Opts, UsageError, parseArgs } from './args';
 
-export const goldenHelp = `Usage: kradagrad golden <file.json> [options]
+export const goldenHelp = `Usage: kradagrad golden [file.json] [options]
 
-Replays the optimizer trajectories of a golden file (format 1, see
-test/fixtures/golden-reference.json) under the reference settings and prints each
-case's max relative error |ours - ref| / max|ref| with PASS/FAIL.
+Replays the optimizer trajectories of a golden file (format 1) under the reference
+settings and prints each case's max relative error |ours - ref| / max|ref| with
+PASS/FAIL. Without a file it replays the 24 trajectories recorded from the paper
+authors' PyTorch code that ship with the package (test/fixtures/golden-reference.json
+in the package folder).
 
 Options:
   --backend <auto|cpu|cuda>  where to run (default cpu)
@@ -21,32 +26,21 @@ Options:
   -h, --help                 this help
 Exit codes: 0 all pass, 1 some case failed, 2 usage error.`;
 
+/** The golden file shipped in the package. */
+export const SHIPPED_GOLDEN = 'test/fixtures/golden-reference.json';
+
 export async function runGolden(argv: string[]): Promise<number> {
-  let file: string | undefined;
-  let backend: BackendRequest = 'cpu';
-  let json: string | undefined;
-  const only: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = (): string => {
-      const v = argv[++i];
-      if (v === undefined || v.startsWith('--')) throw new UsageError(`${a} expects a value`);
-      return v;
-    };
-    if (a === '-h' || a === '--help') {
-      console.log(goldenHelp);
-      return 0;
-    } else if (a === '--backend') {
-      const v = val();
-      if (v !== 'auto' && v !== 'cpu' && v !== 'cuda') throw new UsageError(`--backend expects auto, cpu or cuda, got '${v}'`);
-      backend = v;
-    } else if (a === '--json') json = val();
-    else if (a === '--case') only.push(val());
-    else if (a.startsWith('-')) throw new UsageError(`unknown option '${a}' for golden (see kradagrad golden --help)`);
-    else if (file === undefined) file = a;
-    else throw new UsageError(`golden takes one file, got '${file}' and '${a}'`);
+  const p = parseArgs(argv, { backend: { kind: 'value' }, case: { kind: 'list' }, json: { kind: 'value' } }, 'golden');
+  const o = new Opts(p);
+  if (o.flag('help')) {
+    console.log(goldenHelp);
+    return 0;
   }
-  if (!file) throw new UsageError('golden needs a file: kradagrad golden <file.json>');
+  const backend = o.choice<BackendRequest>('backend', 'cpu', ['auto', 'cpu', 'cuda']);
+  const json = o.str('json');
+  const only = o.list('case');
+  if (p.positionals.length > 1) throw new UsageError(`golden takes one file, got '${p.positionals[0]}' and '${p.positionals[1]}'`);
+  const file = p.positionals[0] ?? path.join(packageRoot, SHIPPED_GOLDEN);
   if (!fs.existsSync(file)) throw new UsageError(`no such file: ${file}`);
   const g = loadGolden(file);
   const cases = only.length ? g.cases.filter((c) => only.includes(c.name)) : g.cases;
@@ -67,12 +61,4 @@ export async function runGolden(argv: string[]): Promise<number> {
   console.log(`${passed} passed, ${results.length - passed} failed`);
   if (json) fs.writeFileSync(json, JSON.stringify({ file, backend: b.name, device: b.device, results }, null, 2));
   return passed === results.length ? 0 : 1;
-}
-
-/** A usage error: the CLI prints it and exits with code 2. */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'UsageError';
-  }
 }

@@ -9,6 +9,7 @@ import { packageRoot } from '../native';
 import type { Backend } from '../tensor';
 import { getBackend } from '../tensor';
 import { Io, Opts, UsageError, parseArgs } from './args';
+import { shippedFonts } from './plot';
 
 export const infoHelp = `Usage: kradagrad info [options]
 
@@ -41,6 +42,8 @@ export interface InfoReport {
   cuda: { available: boolean; device?: string; addonPath?: string; backends?: { name: string; available: boolean; reason: string; device: string }[]; reason?: string };
   env: Record<string, string>;
   resvg: string | null;
+  /** The font files handed to resvg (shipped in the package). */
+  fonts: string[];
 }
 
 function openblasOf(device: string): string | undefined {
@@ -70,8 +73,9 @@ export function collectInfo(): InfoReport {
     cuda: { available: false },
     env: {},
     resvg: resvgVersion(),
+    fonts: shippedFonts(),
   };
-  for (const k of ['KRADAGRAD_CPU_ADDON', 'KRADAGRAD_CUDA_ADDON', 'KRADAGRAD_DISABLE_CUDA', 'OPENBLAS_NUM_THREADS', 'OPENBLAS_CORETYPE', 'CUDA_VISIBLE_DEVICES']) {
+  for (const k of ['KRADAGRAD_CPU_ADDON', 'KRADAGRAD_CUDA_ADDON', 'KRADAGRAD_BUILD_FROM_SOURCE', 'KRADAGRAD_DISABLE_CUDA', 'OPENBLAS_NUM_THREADS', 'OPENBLAS_CORETYPE', 'CUDA_VISIBLE_DEVICES']) {
     if (process.env[k] !== undefined) rep.env[k] = process.env[k]!;
   }
   try {
@@ -140,7 +144,10 @@ export async function runInfo(argv: string[], io: Io): Promise<number> {
     for (const b of r.cuda.backends) lines.push(`    ${b.name.padEnd(5)} ${b.available ? 'available' : 'unavailable'}  ${b.device || b.reason}`);
   }
   lines.push('');
-  lines.push(`plots: ${r.resvg ? `@resvg/resvg-js ${r.resvg} (SVG and PNG)` : '@resvg/resvg-js not installed (SVG only)'}`);
+  lines.push(
+    `plots: ${r.resvg ? `@resvg/resvg-js ${r.resvg} (SVG and PNG)` : '@resvg/resvg-js not installed (SVG only; it is an optional dependency: npm install @resvg/resvg-js for PNGs)'}`,
+  );
+  lines.push(`  font:  ${r.fonts.length ? r.fonts.join(', ') : 'the shipped font files are missing: PNG text depends on system fonts'}`);
   if (Object.keys(r.env).length) lines.push(`environment: ${Object.entries(r.env).map(([k, v]) => `${k}=${v}`).join(' ')}`);
   io.out(lines.join('\n'));
   return ok ? 0 : 1;

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 /**
  * The `kradagrad` command line: benchmarks (`bench conditioning`, `bench step`), `info`,
- * `golden <file.json>` and `help`. Exit codes: 0 ok, 1 failure, 2 usage error.
+ * `golden [file.json]`, `build-native` and `help`. Exit codes: 0 ok, 1 failure, 2 usage error.
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Io, UsageError, processIo } from './args';
+import { Io, UsageError, parseArgs, processIo } from './args';
 
 export const mainHelp = `Usage: kradagrad <command> [options]
 
@@ -17,7 +17,10 @@ Commands:
   bench step            amortized per-step time per optimizer and precision on the
                         ResNet-32, MLP and 4096x4096 parameter sets, per backend
   info                  backends found, why CUDA is or is not used, versions, device
-  golden <file.json>    replay golden optimizer trajectories, PASS/FAIL per case
+  golden [file.json]    replay golden optimizer trajectories (default: the shipped
+                        reference file), PASS/FAIL per case
+  build-native          build the CPU addon from source (platforms without a
+                        prebuilt package, or to link your own BLAS)
   help [command]        this help, or a command's help
 
 Run 'kradagrad <command> --help' for a command's options.
@@ -28,7 +31,44 @@ export const benchHelp = `Usage: kradagrad bench <conditioning|step> [options]
   conditioning   the paper's synthetic ill-conditioned quadratic (kradagrad bench conditioning --help)
   step           amortized per-step time per optimizer (kradagrad bench step --help)`;
 
+export const buildNativeHelp = `Usage: kradagrad build-native [--force]
+
+Builds the CPU addon from the C++ sources shipped in the package, with node-gyp
+against this Node's own headers, into build/Release/kradagrad_cpu.node inside the
+kradagrad package folder; kradagrad uses that build before any prebuilt one.
+Needed where no prebuilt @kradagrad/<platform>-<arch> package exists (today there
+is one for linux-x64 with glibc >= 2.34), or to link your own BLAS.
+
+Needs: a C++17 compiler, make, python3, OpenBLAS + LAPACKE headers (Debian/Ubuntu:
+apt-get install libopenblas-dev liblapacke-dev) and node-addon-api in your project
+(npm install node-addon-api). node-gyp: the one npm ships is used when it is not
+installed. Set KRADAGRAD_BUILD_FROM_SOURCE=1 to make kradagrad use only this build.
+
+Options:
+  --force       rebuild even when the build is newer than the sources
+  -h, --help    this help
+Exit codes: 0 built (or up to date), 1 the build failed, 2 usage error.`;
+
 type Handler = (argv: string[], io: Io) => Promise<number>;
+
+/** \`kradagrad build-native\`: runs scripts/build-native.js of this package, output passed through. */
+async function buildNative(argv: string[], io: Io): Promise<number> {
+  const p = parseArgs(argv, { force: { kind: 'flag' } }, 'build-native');
+  if (p.options.get('help') === true) {
+    io.out(buildNativeHelp);
+    return 0;
+  }
+  if (p.positionals.length) throw new UsageError(`build-native takes no positional arguments, got '${p.positionals[0]}'`);
+  const { packageRoot } = require('../native') as { packageRoot: string };
+  const script = path.join(packageRoot, 'scripts', 'build-native.js');
+  if (!fs.existsSync(script)) {
+    io.err(`kradagrad build-native: ${script} is missing from this package\n`);
+    return 1;
+  }
+  const { spawnSync } = require('child_process') as typeof import('child_process');
+  const r = spawnSync(process.execPath, [script, ...(p.options.has('force') ? ['--force'] : [])], { stdio: 'inherit' });
+  return r.status === 0 ? 0 : 1;
+}
 
 const lazy = {
   conditioning: (): Handler => require('./conditioning').benchConditioning,
@@ -45,8 +85,9 @@ function helpOf(topic: string[]): string | undefined {
   if (key === 'info') return require('./info').infoHelp;
   if (key === 'golden') {
     const g = goldenModule();
-    return g?.goldenHelp ?? 'Usage: kradagrad golden <file.json> [options]';
+    return g?.goldenHelp ?? 'Usage: kradagrad golden [file.json] [options]';
   }
+  if (key === 'build-native') return buildNativeHelp;
   if (key === 'help') return mainHelp;
   return undefined;
 }
@@ -67,7 +108,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     }
     if (cmd === 'help') {
       const h = helpOf(rest);
-      if (h === undefined) throw new UsageError(`no help for '${rest.join(' ')}'; commands: bench conditioning, bench step, info, golden, help`);
+      if (h === undefined) throw new UsageError(`no help for '${rest.join(' ')}'; commands: bench conditioning, bench step, info, golden, build-native, help`);
       io.out(h);
       return 0;
     }
@@ -86,6 +127,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       throw new UsageError(`unknown benchmark '${sub}'; expected conditioning or step`);
     }
     if (cmd === 'info') return await lazy.info()(rest, io);
+    if (cmd === 'build-native') return await buildNative(rest, io);
     if (cmd === 'golden') {
       const g = goldenModule();
       if (!g) {
@@ -94,7 +136,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       }
       return await g.runGolden(rest);
     }
-    throw new UsageError(`unknown command '${cmd}'; expected bench, info, golden or help`);
+    throw new UsageError(`unknown command '${cmd}'; expected bench, info, golden, build-native or help`);
   } catch (e) {
     const err = e as Error;
     if (err && err.name === 'UsageError') {

@@ -1,12 +1,28 @@
 /**
  * Hand-written SVG charts for the benchmarks (a log-scale line plot like the paper's
- * Figure 1, and a grouped bar chart), and PNG rendering of them with @resvg/resvg-js
- * when that package loads (otherwise only the SVG is written, with the reason).
+ * Figure 1, panels side by side, and a grouped bar chart), and PNG rendering of them with
+ * @resvg/resvg-js when that optional package loads (otherwise only the SVG is written,
+ * with the reason).
+ *
+ * PNG text uses the font shipped in the package (Source Sans 3, SIL Open Font License,
+ * `fonts/`), handed to resvg by file, so a machine without any system font still gets
+ * labelled plots; system fonts are only a fallback for glyphs it lacks.
  */
 import * as fs from 'fs';
+import * as path from 'path';
+import { packageRoot } from '../native';
 
 export const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
-const FONT = "DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif";
+/** The shipped font's family name, first in every chart's font list. */
+export const FONT_FAMILY = 'Source Sans 3';
+const FONT = `'${FONT_FAMILY}', DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif`;
+/** The shipped font files (regular and bold), relative to the package root. */
+export const FONT_FILES = ['fonts/SourceSans3-Regular.ttf', 'fonts/SourceSans3-Bold.ttf'];
+
+/** Absolute paths of the shipped font files that exist (none when the package was built without them). */
+export function shippedFonts(): string[] {
+  return FONT_FILES.map((f) => path.join(packageRoot, f)).filter((f) => fs.existsSync(f));
+}
 
 export function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -29,6 +45,10 @@ export interface LinePlotOptions {
   yLabel: string;
   width?: number;
   height?: number;
+  /** Prefix of the element ids (clip path), so several plots can share one SVG document. */
+  idPrefix?: string;
+  /** A horizontal reference line at this y value (e.g. 1 on a ratio plot), dashed grey. */
+  refLine?: number;
 }
 
 /** A line plot with a log10 y axis, decade grid lines, axis labels and a legend. */
@@ -78,8 +98,13 @@ export function logLinePlot(series: Series[], o: LinePlotOptions): string {
     `<text x="20" y="${m.t + ph / 2}" text-anchor="middle" font-size="14" transform="rotate(-90 20 ${m.t + ph / 2})">${esc(o.yLabel)}</text>`,
   );
   // Curves (clipped to the plot area).
-  out.push(`<clipPath id="plot"><rect x="${m.l}" y="${m.t}" width="${pw}" height="${ph}"/></clipPath>`);
-  out.push('<g clip-path="url(#plot)">');
+  const clip = `${o.idPrefix ?? ''}plot`;
+  out.push(`<clipPath id="${clip}"><rect x="${m.l}" y="${m.t}" width="${pw}" height="${ph}"/></clipPath>`);
+  out.push(`<g clip-path="url(#${clip})">`);
+  if (o.refLine !== undefined && o.refLine > 0) {
+    const y = Y(o.refLine);
+    out.push(`<line x1="${m.l}" y1="${f(y)}" x2="${m.l + pw}" y2="${f(y)}" stroke="#555" stroke-width="1" stroke-dasharray="3 3"/>`);
+  }
   series.forEach((s, i) => {
     const color = s.color ?? PALETTE[i % PALETTE.length];
     const dash = s.dashed ? ' stroke-dasharray="7 4"' : '';
@@ -106,6 +131,29 @@ export function logLinePlot(series: Series[], o: LinePlotOptions): string {
     const dash = s.dashed ? ' stroke-dasharray="7 4"' : '';
     out.push(`<line x1="${lx + 8}" y1="${y - 4}" x2="${lx + 34}" y2="${y - 4}" stroke="${color}" stroke-width="2.5"${dash}/>`);
     out.push(`<text x="${lx + 40}" y="${y}" font-size="12">${esc(s.label)}</text>`);
+  });
+  out.push('</svg>');
+  return out.join('\n');
+}
+
+/**
+ * Charts side by side in one SVG (each a complete <svg> string from this module, nested
+ * at its x offset). Give each chart its own `idPrefix` so their ids do not collide.
+ */
+export function sideBySide(charts: string[]): string {
+  const sizes = charts.map((c) => {
+    const m = /^<svg [^>]*width="([\d.]+)" height="([\d.]+)"/.exec(c);
+    if (!m) throw new Error('sideBySide expects charts made by this module');
+    return { w: Number(m[1]), h: Number(m[2]) };
+  });
+  const W = sizes.reduce((a, s) => a + s.w, 0);
+  const H = Math.max(...sizes.map((s) => s.h));
+  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`];
+  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  let x = 0;
+  charts.forEach((c, i) => {
+    out.push(c.replace(/^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg" /, `<svg x="${x}" y="0" `));
+    x += sizes[i].w;
   });
   out.push('</svg>');
   return out.join('\n');
@@ -183,25 +231,44 @@ export function groupedBarChart(groups: BarGroup[], seriesLabels: string[], o: L
   return out.join('\n');
 }
 
+export interface RenderOptions {
+  /** Zoom factor (default 2). */
+  scale?: number;
+  /** Let resvg load the system's fonts as a fallback (default true). */
+  systemFonts?: boolean;
+  /** Font files to hand to resvg (default: the fonts shipped in the package). */
+  fontFiles?: string[];
+}
+
 /**
- * Renders an SVG string to PNG with @resvg/resvg-js (system fonts). Returns the PNG, or
- * the reason it could not be made (package missing or no binary for this platform).
+ * Renders an SVG string to PNG with @resvg/resvg-js (an optional dependency) and the
+ * shipped font. Returns the PNG, or the reason it could not be made (package missing or
+ * no binary for this platform); `note` says when the PNG's text may be missing (no font).
  */
-export function renderPng(svg: string, scale = 2): { png?: Buffer; reason?: string } {
+export function renderPng(svg: string, o: RenderOptions = {}): { png?: Buffer; reason?: string; note?: string } {
   let mod: { Resvg: new (svg: string, opts: object) => { render(): { asPng(): Buffer } } };
   try {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     mod = require('@resvg/resvg-js');
   } catch (e) {
-    return { reason: `@resvg/resvg-js is not loadable (${(e as Error).message.split('\n')[0]}); only the SVG was written` };
+    const first = (e as Error).message.split('\n')[0];
+    const missing = (e as { code?: string }).code === 'MODULE_NOT_FOUND' && /@resvg\/resvg-js'/.test(first);
+    return {
+      reason: missing
+        ? '@resvg/resvg-js is not installed (an optional dependency); only the SVG was written. `npm install @resvg/resvg-js` for PNGs'
+        : `@resvg/resvg-js is not loadable (${first}); only the SVG was written`,
+    };
   }
+  const fontFiles = o.fontFiles ?? shippedFonts();
+  const systemFonts = o.systemFonts ?? true;
   try {
     const r = new mod.Resvg(svg, {
-      fitTo: { mode: 'zoom', value: scale },
-      font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' },
+      fitTo: { mode: 'zoom', value: o.scale ?? 2 },
+      font: { loadSystemFonts: systemFonts, fontFiles, defaultFontFamily: fontFiles.length ? FONT_FAMILY : 'DejaVu Sans', sansSerifFamily: fontFiles.length ? FONT_FAMILY : 'DejaVu Sans' },
       background: 'white',
     });
-    return { png: r.render().asPng() };
+    const png = r.render().asPng();
+    return fontFiles.length ? { png } : { png, note: `the font files ${FONT_FILES.join(', ')} are missing from ${packageRoot}: PNG text depends on system fonts` };
   } catch (e) {
     return { reason: `PNG rendering failed: ${(e as Error).message}` };
   }
@@ -213,7 +280,7 @@ export function writeChart(svg: string, base: string): { svg: string; png?: stri
   const r = renderPng(svg);
   if (r.png) {
     fs.writeFileSync(`${base}.png`, r.png);
-    return { svg: `${base}.svg`, png: `${base}.png` };
+    return { svg: `${base}.svg`, png: `${base}.png`, ...(r.note ? { note: r.note } : {}) };
   }
   return { svg: `${base}.svg`, note: r.reason };
 }

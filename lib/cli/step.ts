@@ -17,7 +17,7 @@ import * as ops from '../ops';
 import { Adam, Kradagrad, KradagradStar, Sgd, Shampoo, planParam, scheduleDim } from '../optim';
 import type { Grads, NamedParams, Optimizer, PreconditionerOptions } from '../optim';
 import { Backend, Tensor, getBackend } from '../tensor';
-import { Io, Opts, UsageError, parseArgs } from './args';
+import { Io, Opts, UsageError, parseArgs, prepareOutDir } from './args';
 import { packageVersion } from './info';
 import { Rng } from './linalg';
 import { BarGroup, groupedBarChart, writeChart } from './plot';
@@ -51,7 +51,8 @@ Options:
   --steps <n>           timed steps per instance, median taken (default 5 on cuda;
                         on cpu 5 for resnet32/tiny, 1 for mlp/single4096)
   --host                host-mode parameters (Float32Array, copied each step)
-  --out <dir>           output directory (default ./kradagrad-out)
+  --out <dir>           output directory (default ./kradagrad-out; checked before
+                        the run)
   --no-png              write the SVG only
   --quiet               no progress on stderr
   -h, --help            this help
@@ -567,6 +568,7 @@ export async function benchStep(argv: string[], io: Io): Promise<number> {
     io.out(stepHelp);
     return 0;
   }
+  prepareOutDir(a.out);
   const command = ['kradagrad bench step', ...argv].join(' ');
   const r = runStepBench(a, io, command);
   const files = writeStep(r, a.out, a.png);

@@ -10,9 +10,15 @@ import type { AdamOptions, NamedParams, SgdOptions } from './types';
 export class Sgd extends BaseOptimizer {
   readonly kind = 'sgd';
   /**
-   * @param params Parameters by name: host arrays `{ data, shape }` (updated in place) or
-   *   tensor handles (device mode).
-   * @param opts Options ({@link SgdOptions}); a bad or unknown one throws INVALID_OPTION.
+   * SGD with optional heavy-ball or Nesterov momentum and weight decay.
+   * @param params Parameters by name: host arrays with a shape (`{ data, shape }`, updated
+   *   in place) or tensor handles of one backend (device mode). Names key the gradients
+   *   and the saved state; float32 and float64 may be mixed.
+   * @param opts {@link SgdOptions}: lr 1e-2, momentum 0, nesterov false, weightDecay 0,
+   *   backend 'auto', onNonFinite 'throw'.
+   * @throws KradagradError INVALID_OPTION for an unknown key or a value out of range,
+   *   INVALID_ARGUMENT / SHAPE_MISMATCH for bad parameters (BACKEND_MISMATCH,
+   *   DISPOSED for tensor handles).
    */
   constructor(params: NamedParams, opts?: SgdOptions) {
     super(params, resolveSgd(opts), 'Sgd');
@@ -35,12 +41,20 @@ export class Sgd extends BaseOptimizer {
 export class Adam extends BaseOptimizer {
   readonly kind = 'adam';
   private readonly o: ResolvedAdam;
+  /** First and second moments, each with its spare (swapped in when a step commits). */
   private readonly mom: [Tensor, Tensor][];
   private readonly vel: [Tensor, Tensor][];
   /**
-   * @param params Parameters by name: host arrays `{ data, shape }` (updated in place) or
-   *   tensor handles (device mode).
-   * @param opts Options ({@link AdamOptions}); a bad or unknown one throws INVALID_OPTION.
+   * Adam with bias correction (AdamW with weightDecayMode 'decoupled').
+   * @param params Parameters by name: host arrays with a shape (`{ data, shape }`, updated
+   *   in place) or tensor handles of one backend (device mode). Names key the gradients
+   *   and the saved state; float32 and float64 may be mixed.
+   * @param opts {@link AdamOptions}: lr 1e-3, beta1 0.9, beta2 0.999, eps 1e-8,
+   *   weightDecay 0, backend 'auto'. `momentum` and `nesterov` are not used (beta1 is
+   *   Adam's momentum).
+   * @throws KradagradError INVALID_OPTION for an unknown key or a value out of range,
+   *   INVALID_ARGUMENT / SHAPE_MISMATCH for bad parameters (BACKEND_MISMATCH,
+   *   DISPOSED for tensor handles).
    */
   constructor(params: NamedParams, opts?: AdamOptions) {
     const o = resolveAdam(opts);

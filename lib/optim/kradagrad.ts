@@ -34,10 +34,18 @@ export class Kradagrad extends KroneckerOptimizer {
   /** float32 scratch for rounding float64 gradient blocks, per group. */
   private readonly round32: Map<Group, Tensor>;
   /**
-   * @param params Parameters by name: host arrays `{ data, shape }` (updated in place) or
-   *   tensor handles (device mode).
-   * @param opts Options ({@link KradagradOptions}); every one is checked here, and a bad or
-   *   unknown one throws INVALID_OPTION.
+   * KrADagrad (the alternating variant): one factor per step on the dimension schedule,
+   * damped statistics, square-root preconditioners, no grafting by default.
+   * @param params Parameters by name: host arrays with a shape (`{ data, shape }`, updated
+   *   in place) or tensor handles of one backend (device mode). Names key the gradients
+   *   and the saved state; float32 and float64 may be mixed.
+   * @param opts {@link KradagradOptions}: lr 1e-3, epsilon 1e-6 (damping), damping true,
+   *   blockSize 128, rootFrequency 20, grafting 'none', momentum 0, statisticsDtype
+   *   'float32', backend 'auto', ...
+   * @throws KradagradError INVALID_OPTION for an unknown key or a value out of range,
+   *   INVALID_ARGUMENT / SHAPE_MISMATCH for bad parameters (BACKEND_MISMATCH,
+   *   DISPOSED for tensor handles),
+   *   BACKEND_UNAVAILABLE when the requested backend does not load.
    */
   constructor(params: NamedParams, opts?: KradagradOptions) {
     const o = resolveKradagrad(opts);

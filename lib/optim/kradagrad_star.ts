@@ -16,10 +16,18 @@ export class KradagradStar extends KroneckerOptimizer {
   readonly kind = 'kradagrad_star';
   private readonly ko: ResolvedKradagradStar;
   /**
-   * @param params Parameters by name: host arrays `{ data, shape }` (updated in place) or
-   *   tensor handles (device mode).
-   * @param opts Options ({@link KradagradStarOptions}); every one is checked here, and a bad
-   *   or unknown one throws INVALID_OPTION.
+   * KrADagrad* (the paper's Algorithm 1): inverse statistics L ~ B^(-1) updated without
+   * inversion, positive roots L^(1/(2k)); accurate in float32.
+   * @param params Parameters by name: host arrays with a shape (`{ data, shape }`, updated
+   *   in place) or tensor handles of one backend (device mode). Names key the gradients
+   *   and the saved state; float32 and float64 may be mixed.
+   * @param opts {@link KradagradStarOptions}: lr 1e-3, epsilon 1e-6 (L0 = I / epsilon),
+   *   normalization 'paper', blockSize 128, rootFrequency 20, grafting 'sgd', beta2 1,
+   *   momentum 0, statisticsDtype 'float32', asyncRoots false, backend 'auto', ...
+   * @throws KradagradError INVALID_OPTION for an unknown key or a value out of range,
+   *   INVALID_ARGUMENT / SHAPE_MISMATCH for bad parameters (BACKEND_MISMATCH,
+   *   DISPOSED for tensor handles),
+   *   BACKEND_UNAVAILABLE when the requested backend does not load.
    */
   constructor(params: NamedParams, opts?: KradagradStarOptions) {
     const o = resolveKradagradStar(opts);

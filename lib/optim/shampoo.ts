@@ -14,10 +14,17 @@ export class Shampoo extends KroneckerOptimizer {
   readonly kind = 'shampoo';
   private readonly so: ResolvedShampoo;
   /**
-   * @param params Parameters by name: host arrays `{ data, shape }` (updated in place) or
-   *   tensor handles (device mode).
-   * @param opts Options ({@link ShampooOptions}); every one is checked here, and a bad or
-   *   unknown one throws INVALID_OPTION.
+   * Shampoo with per-dimension statistics S = eps I + sum G G^T and inverse roots
+   * S^(-1/(2k)) (eigh), in float32 or float64 (`statisticsDtype`).
+   * @param params Parameters by name: host arrays with a shape (`{ data, shape }`, updated
+   *   in place) or tensor handles of one backend (device mode). Names key the gradients
+   *   and the saved state; float32 and float64 may be mixed.
+   * @param opts {@link ShampooOptions}: lr 1e-3, epsilon 1e-6, blockSize 128, rootFrequency 20,
+   *   grafting 'sgd', beta2 1, momentum 0, statisticsDtype 'float32', backend 'auto', ...
+   * @throws KradagradError INVALID_OPTION for an unknown key or a value out of range,
+   *   INVALID_ARGUMENT / SHAPE_MISMATCH for bad parameters (BACKEND_MISMATCH,
+   *   DISPOSED for tensor handles),
+   *   BACKEND_UNAVAILABLE when the requested backend does not load.
    */
   constructor(params: NamedParams, opts?: ShampooOptions) {
     const o = resolveShampoo(opts);

@@ -21,7 +21,7 @@ export type Schedule = number | ((step: number) => number);
 
 /** Options shared by every optimizer. */
 export interface BaseOptions {
-  /** Learning rate or schedule lr(step), step counted from 1. Default 1e-3 (Adam/Sgd 1e-2 for Sgd). */
+  /** Learning rate, or a schedule lr(step) with the step counted from 1; >= 0. Default 1e-3 (Sgd: 1e-2). */
   lr?: Schedule;
   /** Heavy-ball momentum coefficient in [0, 1). Default 0. */
   momentum?: number;
