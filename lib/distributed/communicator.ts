@@ -182,6 +182,7 @@ export class Communicator {
     if (this.#finalizing) return this.#finalizing;
     this.#finalized = true;
     this.#uninstall?.();
+    forget(this);
     this.#finalizing = isMainThread ? this.native.finalize() : Promise.resolve();
     return this.#finalizing;
   }
@@ -272,9 +273,13 @@ function installExitHandlers(comm: Communicator, abortOnError: boolean): () => v
   };
   const onExit = (code: number): void => {
     if (!comm.native.state().active) return;
-    if (code !== 0 && abortOnError) {
-      writeErr(`${who}: exiting with code ${code} before finalize(); aborting the MPI job (MPI_Abort, exit code ${code})\n`);
-      comm.native.abort(Math.min(255, Math.max(1, code | 0)));
+    if (code !== 0) {
+      if (abortOnError) {
+        writeErr(`${who}: exiting with code ${code} before finalize(); aborting the MPI job (MPI_Abort, exit code ${code})\n`);
+        comm.native.abort(Math.min(255, Math.max(1, code | 0)));
+      }
+      // Never MPI_Finalize on a failing exit: it waits for every rank, and the others may
+      // be waiting for this one. The launcher sees the status and ends the job.
       return;
     }
     // A clean exit without finalize(): finalize on the way out, or OpenMPI's launcher
@@ -294,6 +299,15 @@ function installExitHandlers(comm: Communicator, abortOnError: boolean): () => v
 }
 
 let current: Promise<Communicator> | undefined;
+let currentComm: Communicator | undefined;
+
+/** After finalize(), init() asks the addon again: DISPOSED on the main thread, a fresh communicator in a worker. */
+function forget(comm: Communicator): void {
+  if (currentComm === comm) {
+    current = undefined;
+    currentComm = undefined;
+  }
+}
 
 /**
  * Initialises MPI (once per process, on the addon's communication thread) and returns the
@@ -321,9 +335,16 @@ export function init(opts: InitOptions = {}): Promise<Communicator> {
     return comm;
   })();
   current = p;
-  // A failed init may be retried (e.g. after building the addon), so it is not cached.
-  p.catch(() => {
-    if (current === p) current = undefined;
-  });
+  // Registered before any caller's: currentComm is set by the time a caller sees the
+  // communicator. A failed init may be retried (e.g. after building the addon), so it is
+  // not cached.
+  p.then(
+    (comm) => {
+      if (current === p) currentComm = comm;
+    },
+    () => {
+      if (current === p) current = undefined;
+    },
+  );
   return p;
 }
