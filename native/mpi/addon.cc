@@ -291,17 +291,21 @@ void call_js(Napi::Env env, Napi::Function, EnvLink* link, Job* raw) {
   if (it == link->pending.end()) return;
   Pending p = std::move(it->second);
   link->pending.erase(it);
-  if (link->pending.empty()) link->tsfn.Unref(env);
-  Napi::HandleScope scope(env);
+  // Nothing may escape: an exception out of a thread-safe-function callback ends the
+  // process. Node-API calls fail (and node-addon-api throws) when the environment is
+  // terminating, e.g. a worker whose terminate() has begun while a completion was
+  // queued; then the promise can no longer be settled, and the result is dropped.
   try {
-    settle(env, p, *job);
-  } catch (const Napi::Error& e) {
-    p.deferred.Reject(e.Value());
-  } catch (const std::exception& e) {
+    if (link->pending.empty()) link->tsfn.Unref(env);
+    Napi::HandleScope scope(env);
     try {
+      settle(env, p, *job);
+    } catch (const Napi::Error& e) {
+      p.deferred.Reject(e.Value());
+    } catch (const std::exception& e) {
       p.deferred.Reject(make_error(env, "INTERNAL", e.what()).Value());
-    } catch (...) {
     }
+  } catch (...) {
   }
 }
 
