@@ -24,6 +24,14 @@ export type ErrorCode =
   | 'STATE_FORMAT'
   | 'IO_ERROR'
   | 'BUSY'
+  /** kradagrad/distributed: the MPI addon or the MPI library is missing (the message names the fix). */
+  | 'DISTRIBUTED_UNAVAILABLE'
+  /** An MPI call failed, or MPI could not be initialised; the communicator is unusable afterwards. */
+  | 'COMM_FAILED'
+  /** A peer rank failed during a collective (reported where the MPI library can detect it). */
+  | 'RANK_FAILED'
+  /** Ranks called different collectives, or the same one with different ops or roots, or are out of step. */
+  | 'COLLECTIVE_MISMATCH'
   | 'INTERNAL';
 
 /** The one error class of kradagrad; `code` is stable across versions, the message is for people. */
