@@ -239,7 +239,7 @@ suite('npm package: pack, install with no install script and no compiler (npm, p
     expect(pkg.gypfile).toBe(false);
     expect(pkg.dependencies ?? {}).toEqual({});
     expect(pkg.optionalDependencies).toEqual({ '@kradagrad/linux-x64': pkg.version });
-    expect(Object.keys(pkg.exports).sort()).toEqual(['.', './package.json', './tfjs']);
+    expect(Object.keys(pkg.exports).sort()).toEqual(['.', './distributed', './package.json', './tfjs']);
     for (const k of ['repository', 'homepage', 'bugs', 'keywords']) expect(pkg[k]).toBeTruthy();
     // Source maps carry their sources (lib/ is not shipped).
     const map = JSON.parse(check(spawnSync('tar', ['xzOf', tarball, 'package/dist/lib/index.js.map'], { encoding: 'utf8' }), 'tar'));

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `kradagrad` command line: benchmarks (`bench conditioning`, `bench step`), `info`,
- * `golden [file.json]`, `build-native` and `help`. Exit codes: 0 ok, 1 failure, 2 usage error.
+ * `golden [file.json]`, `build-native`, `build-mpi` and `help`. Exit codes: 0 ok, 1 failure, 2 usage error.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -21,6 +21,8 @@ Commands:
                         reference file), PASS/FAIL per case
   build-native          build the CPU addon from source (platforms without a
                         prebuilt package, or to link your own BLAS)
+  build-mpi             build the optional MPI addon of kradagrad/distributed
+                        against the system's MPI
   help [command]        this help, or a command's help
 
 Run 'kradagrad <command> --help' for a command's options.
@@ -49,20 +51,35 @@ Options:
   -h, --help    this help
 Exit codes: 0 built (or up to date), 1 the build failed, 2 usage error.`;
 
+export const buildMpiHelp = `Usage: kradagrad build-mpi [--force]
+
+Builds the optional MPI addon that kradagrad/distributed needs, from the C++ sources
+shipped in the package, with the compiler flags of the system MPI (mpicc --showme)
+and this Node's own headers, into build-mpi/Release/kradagrad_mpi.node inside the
+kradagrad package folder. Single-process use never needs it.
+
+Needs: OpenMPI (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev), a C++17
+compiler and node-addon-api in your project (npm install node-addon-api).
+
+Options:
+  --force       rebuild even when the build is newer than the sources
+  -h, --help    this help
+Exit codes: 0 built (or up to date), 1 the build failed, 2 usage error.`;
+
 type Handler = (argv: string[], io: Io) => Promise<number>;
 
-/** \`kradagrad build-native\`: runs scripts/build-native.js of this package, output passed through. */
-async function buildNative(argv: string[], io: Io): Promise<number> {
-  const p = parseArgs(argv, { force: { kind: 'flag' } }, 'build-native');
+/** \`kradagrad build-native\` / \`build-mpi\`: runs the package's build script, output passed through. */
+async function runBuild(cmd: 'build-native' | 'build-mpi', argv: string[], io: Io): Promise<number> {
+  const p = parseArgs(argv, { force: { kind: 'flag' } }, cmd);
   if (p.options.get('help') === true) {
-    io.out(buildNativeHelp);
+    io.out(cmd === 'build-native' ? buildNativeHelp : buildMpiHelp);
     return 0;
   }
-  if (p.positionals.length) throw new UsageError(`build-native takes no positional arguments, got '${p.positionals[0]}'`);
+  if (p.positionals.length) throw new UsageError(`${cmd} takes no positional arguments, got '${p.positionals[0]}'`);
   const { packageRoot } = require('../native') as { packageRoot: string };
-  const script = path.join(packageRoot, 'scripts', 'build-native.js');
+  const script = path.join(packageRoot, 'scripts', `${cmd}.js`);
   if (!fs.existsSync(script)) {
-    io.err(`kradagrad build-native: ${script} is missing from this package\n`);
+    io.err(`kradagrad ${cmd}: ${script} is missing from this package\n`);
     return 1;
   }
   const { spawnSync } = require('child_process') as typeof import('child_process');
@@ -88,6 +105,7 @@ function helpOf(topic: string[]): string | undefined {
     return g?.goldenHelp ?? 'Usage: kradagrad golden [file.json] [options]';
   }
   if (key === 'build-native') return buildNativeHelp;
+  if (key === 'build-mpi') return buildMpiHelp;
   if (key === 'help') return mainHelp;
   return undefined;
 }
@@ -108,7 +126,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     }
     if (cmd === 'help') {
       const h = helpOf(rest);
-      if (h === undefined) throw new UsageError(`no help for '${rest.join(' ')}'; commands: bench conditioning, bench step, info, golden, build-native, help`);
+      if (h === undefined) throw new UsageError(`no help for '${rest.join(' ')}'; commands: bench conditioning, bench step, info, golden, build-native, build-mpi, help`);
       io.out(h);
       return 0;
     }
@@ -127,7 +145,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       throw new UsageError(`unknown benchmark '${sub}'; expected conditioning or step`);
     }
     if (cmd === 'info') return await lazy.info()(rest, io);
-    if (cmd === 'build-native') return await buildNative(rest, io);
+    if (cmd === 'build-native' || cmd === 'build-mpi') return await runBuild(cmd, rest, io);
     if (cmd === 'golden') {
       const g = goldenModule();
       if (!g) {
@@ -136,7 +154,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       }
       return await g.runGolden(rest);
     }
-    throw new UsageError(`unknown command '${cmd}'; expected bench, info, golden, build-native or help`);
+    throw new UsageError(`unknown command '${cmd}'; expected bench, info, golden, build-native, build-mpi or help`);
   } catch (e) {
     const err = e as Error;
     if (err && err.name === 'UsageError') {

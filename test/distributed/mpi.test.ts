@@ -152,7 +152,9 @@ suite('kradagrad/distributed under mpirun', () => {
     expect(f.status).toBe(1);
     expect(f.out).toMatch(/\[kradagrad\] rank 1 of 2: uncaught exception; aborting the MPI job/);
     expect(f.out).toMatch(/boom on purpose/);
-    expect(f.out).toMatch(/MPI_ABORT was invoked on rank 1/);
+    // OpenMPI's own "MPI_ABORT was invoked on rank 1" notice is not asserted: under load its
+    // help-message relay sometimes fails ("Data unpack would read past end of buffer") while
+    // the abort itself works. The other rank sleeps 60 s: ending in < 30 s shows the abort.
     expect(f.out).not.toMatch(/UNREACHABLE/);
     expect(f.seconds).toBeLessThan(30);
   }, 60000);
