@@ -292,3 +292,33 @@ export function boxesMany(fulls: Tensor[], blocks: Tensor, offsets: number[][][]
   if (fulls.length === 0) return;
   be(...fulls, blocks).addon.boxesMany(fulls.map(n), n(blocks), offsets.map((o) => o.flat()), firsts, scatter);
 }
+
+export interface RootOptions {
+  /** Exponent: the root is A^p (e.g. 0.25, -0.25). */
+  p: number;
+  /** Eigenvalue floor of the eigh path (default 0; must be > 0 for p < 0). */
+  floor?: number;
+  /** Added to the diagonal first (default 0). */
+  ridge?: number;
+  /** Try the GEMM-only coupled Newton iteration first (p = +-1/r only). Default false. */
+  newton?: boolean;
+  /** Newton's iteration cap (default 40) and tolerance on ||M - I||_F / sqrt(n) (default 1e-5 float32, 1e-12 float64). */
+  maxIterations?: number;
+  tolerance?: number;
+  /** Retry float32 items that fail in float64. Default true. */
+  retryFloat64?: boolean;
+}
+
+/**
+ * Roots of a batch of symmetric PSD matrices, with the optimizers' solver chain: Newton
+ * (when asked), eigh for what it leaves, a float64 retry of failed float32 items, and for
+ * items where everything failed, `prev`'s item (the previous root) copied to `out`.
+ * Returns per-item info (0 = computed, else the item kept `prev`).
+ */
+export function root(a: Tensor, prev: Tensor, out: Tensor, opts: RootOptions): SolverInfo {
+  if (opts === null || typeof opts !== 'object') {
+    throw new KradagradError(`root: expected options with an exponent p but received ${describe(opts)}`, 'INVALID_OPTION');
+  }
+  rejectUnknownKeys(opts, ['p', 'floor', 'ridge', 'newton', 'maxIterations', 'tolerance', 'retryFloat64'], 'root');
+  return be(a, prev, out).addon.root(n(a), n(prev), n(out), opts);
+}

@@ -206,8 +206,10 @@ export function resolveShampoo(opts: ShampooOptions | undefined): ResolvedShampo
   const o = checkObject(opts, 'Shampoo options');
   rejectUnknownKeys(o, [...preKeys, 'eigenvalueFloor'], 'Shampoo');
   const r = resolvePre(o, 'Shampoo', 'sgd');
-  const eigenvalueFloor =
-    o.eigenvalueFloor === undefined && r.epsilon > 0 ? r.epsilon : num(o.eigenvalueFloor, NaN, 'Shampoo.eigenvalueFloor', '> 0 (the inverse root needs it; with epsilon 0 give one explicitly)', (x) => x > 0);
+  // The inverse root needs a floor > 0: epsilon by default, so with epsilon 0 it must be given.
+  const floorValue = o.eigenvalueFloor === undefined && r.epsilon > 0 ? r.epsilon : o.eigenvalueFloor;
+  expectOption(isNum(floorValue) && floorValue > 0, 'Shampoo.eigenvalueFloor', 'a finite number > 0 (with epsilon 0, give one explicitly)', floorValue);
+  const eigenvalueFloor = floorValue as number;
   if (r.rootMethod.method === 'newton') {
     // Newton cannot clamp eigenvalues. With beta2 = 1 the statistics are eps I plus PSD
     // terms, so no eigenvalue falls below eps and a floor <= eps never binds; otherwise it may.
