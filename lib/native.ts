@@ -111,7 +111,6 @@ export interface NativeAddon {
   beginJob(): void;
   endJob(): NativeJob;
   discardJob(): void;
-  NativeJob: Function;
 }
 
 /** How roots are computed natively (native/core/ops.h RootSpec). */
@@ -203,7 +202,8 @@ interface Candidate {
   problem?: string;
 }
 
-function packageVersion(dir: string): string | undefined {
+/** The version in `dir`'s package.json (default: kradagrad's own), undefined when unreadable. The one reader of it. */
+export function packageVersion(dir: string = packageRoot): string | undefined {
   try {
     return JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).version;
   } catch {

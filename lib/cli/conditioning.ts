@@ -25,6 +25,7 @@ import { Backend, FloatArray, Tensor, getBackend } from '../tensor';
 import { Io, Opts, UsageError, logGrid, parseArgs, parseGrid, prepareOutDir } from './args';
 import { Rng, householderQR, orthogonalityError, paperSpectrum, qdqt } from './linalg';
 import { PALETTE, Series, logLinePlot, sideBySide, writeChart } from './plot';
+import { packageVersion } from './info';
 import { Progress } from './progress';
 import { fmtLr, fmtNum, fmtSeconds, formatTable } from './table';
 
@@ -419,15 +420,6 @@ export function parseConditioning(argv: readonly string[]): { config: Conditioni
   };
 }
 
-function packageVersion(): string {
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
-    const { packageRoot } = require('../native') as { packageRoot: string };
-    return JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).version;
-  } catch {
-    return 'unknown';
-  }
-}
 
 /** Runs the benchmark and returns the report (no files written). */
 export function runConditioning(c: ConditioningConfig, io: Io, opts: { quiet?: boolean; command?: string; blasThreads?: number | null } = {}): ConditioningReport {

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { packageRoot } from '../native';
+import { packageRoot, packageVersion as nativePackageVersion } from '../native';
 import type { Backend } from '../tensor';
 import { getBackend } from '../tensor';
 import { Io, Opts, UsageError, parseArgs } from './args';
@@ -23,12 +23,9 @@ Options:
 Exit codes: 0 ok (also when only the CPU backend loads), 1 when no backend loads,
 2 usage error.`;
 
+/** kradagrad's version, 'unknown' when its package.json cannot be read. */
 export function packageVersion(): string {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).version;
-  } catch {
-    return 'unknown';
-  }
+  return nativePackageVersion() ?? 'unknown';
 }
 
 export interface InfoReport {

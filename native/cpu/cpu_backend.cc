@@ -81,7 +81,6 @@ int syevd_one(T* v, T* w, int64_t n) {
 
 template <typename T>
 bool finite_block(const T* x, int64_t count) {
-  // Sum-free check: NaN/Inf survive x - x as NaN.
   for (int64_t i = 0; i < count; ++i)
     if (!std::isfinite(x[i])) return false;
   return true;

@@ -2,8 +2,10 @@
 #include <napi.h>
 
 namespace krad_napi {
-// Adds the tensor constructors and ops (gemm, gram, modeProduct, eigh[Async], matpow[Async],
-// axpby, scale, addIdentity, symmetrize, copy, fill, mulAcc, divSqrt, dot, frobNorm, trace,
-// allFinite, boxes) to `exports`.
+// Adds to `exports` the tensor constructors, every op (the single ops, their multi-tensor
+// forms, the fused optimizer stages, root / rootRefresh / guardFinite) and crc32c. While a
+// job is being recorded (job.h), mutating ops are recorded instead of run and ops that
+// return values to JavaScript refuse. lib/native.ts's NativeAddon declares the same names
+// (test/addon_interface.test.ts checks it).
 void InitOps(Napi::Env env, Napi::Object exports);
 }  // namespace krad_napi
