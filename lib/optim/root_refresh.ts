@@ -70,6 +70,25 @@ export class RootRefresher {
   readonly pending = new Map<RootGroup, PendingRefresh[]>();
   /** Refreshes launched by the step being committed, started after it commits. */
   private queued: PendingRefresh[] = [];
+  /**
+   * Buffers of applied refreshes, reused by later launches (keyed by dtype, batch and shape):
+   * allocating (and zero-filling) three factor-sized batches per launch would be main-thread
+   * work on every refresh step.
+   */
+  private readonly spare = new Map<string, Tensor[]>();
+
+  private take(like: Tensor): Tensor {
+    const list = this.spare.get(`${like.dtype}:${like.batch}:${like.shape}`);
+    return list?.pop() ?? this.B.tensor(like.dtype, like.shape, like.batch);
+  }
+  private recycle(ts: Tensor[]): void {
+    for (const t of ts) {
+      const key = `${t.dtype}:${t.batch}:${t.shape}`;
+      let list = this.spare.get(key);
+      if (!list) this.spare.set(key, (list = []));
+      list.push(t);
+    }
+  }
 
   constructor(
     private readonly B: Backend,
@@ -165,7 +184,8 @@ export class RootRefresher {
         });
         const list = this.pending.get(g)!;
         list.splice(list.indexOf(p), 1);
-        for (const t of [...p.stats, ...p.prev, ...p.out]) t.dispose();
+        // The job is done with them (it finished before this step was recorded).
+        this.recycle([...p.stats, ...p.prev, ...p.out]);
       });
     }
   }
@@ -176,7 +196,7 @@ export class RootRefresher {
    * started by startQueued().
    */
   launch(tx: StepTx, g: RootGroup, dims: number[], stats: Tensor[], rootsNow: Tensor[]): void {
-    const mk = (x: Tensor) => this.B.tensor(x.dtype, x.shape, x.batch);
+    const mk = (x: Tensor) => this.take(x);
     const p: PendingRefresh = {
       launchedAt: tx.t,
       applyAt: tx.t + this.lag,
@@ -248,7 +268,9 @@ export class RootRefresher {
   /** Drops every pending refresh (their jobs keep their own buffers alive until done). */
   clear(): void {
     for (const p of [...this.pending.values()].flat()) for (const t of [...p.stats, ...p.prev, ...p.out]) t.dispose();
+    for (const list of this.spare.values()) for (const t of list) t.dispose();
     this.pending.clear();
+    this.spare.clear();
     this.queued = [];
   }
 }
