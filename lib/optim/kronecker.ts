@@ -205,7 +205,11 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
     const c = S.count(tx.t);
     const started = S.started(tx.t);
     this.gather(tx);
-    for (const g of this.groups) {
+    // Statistics of every group, then one guard over all of them, then roots, then the
+    // directions: each group's ops are independent of the others', so this order only
+    // saves guards (one per step, not one per group).
+    const news: { t: Tensor; what: string }[] = [];
+    const steps = this.groups.map((g) => {
       this.moveBoxes(g, g.G, false);
       this.prepareBlocks(g);
       const mask = this.activeMask(tx, g);
@@ -214,13 +218,23 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
       const roots = g.roots.slice();
       if (this.refresher.background) this.refresher.applyDue(tx, g, roots, mask, this.describer(g));
       const x = this.statisticsInput(g, dims, roots);
-      if (S.statisticsDue(tx.t)) this.recordStatistics(tx, g, dims, x, stats, mask);
-      if (S.rootsDue(tx.t)) {
+      if (S.statisticsDue(tx.t)) news.push(...this.recordStatistics(tx, g, dims, x, stats, mask));
+      return { g, mask, dims, stats, roots, x };
+    });
+    if (news.length) {
+      const tag = tx.guard({ kind: 'statistics', factors: news.map((n) => n.what) });
+      this.backend.addon.guardFinite(
+        news.map((n) => n.t.native),
+        tag,
+      );
+    }
+    if (S.rootsDue(tx.t)) {
+      for (const { g, mask, dims, stats, roots } of steps) {
         if (this.refresher.background) this.refresher.launch(tx, g, dims, stats, roots);
         else this.recordRoots(tx, g, dims, stats, roots, mask);
       }
-      if (started) this.moveBoxes(g, this.precondition(g, x, dims, roots), true, tx);
     }
+    if (started) for (const { g, dims, roots, x } of steps) this.moveBoxes(g, this.precondition(g, x, dims, roots), true, tx);
     this.finishDirections(tx, started);
   }
 
@@ -245,27 +259,19 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
     );
   }
 
-  private recordStatistics(tx: StepTx, g: Group, dims: number[], x: Tensor, stats: Tensor[], mask: Uint8Array | null): void {
-    const news: Tensor[] = [];
-    for (const i of dims) {
+  /** Records the new statistics of `dims` into spares (swapped in on commit); returns them for the guard. */
+  private recordStatistics(tx: StepTx, g: Group, dims: number[], x: Tensor, stats: Tensor[], mask: Uint8Array | null): { t: Tensor; what: string }[] {
+    return dims.map((i) => {
       const S = g.scratch[i];
       this.updateStatistic(g, i, x, S);
       // Blocks of parameters without a gradient keep their statistics exactly.
       if (mask) ops.axpby(g.stats[i], S[0], Array.from(mask, (a) => (a ? 0 : 1)), Array.from(mask, (a) => (a ? 1 : 0)));
       stats[i] = S[0];
-      news.push(S[0]);
       tx.onCommit(() => {
         [g.stats[i], g.scratch[i][0]] = [g.scratch[i][0], g.stats[i]];
       });
-    }
-    const tag = tx.guard({
-      kind: 'statistics',
-      factors: dims.map((i) => `factor ${i} of the blocks of extent [${g.extent}] (${g.members.length} blocks: ${this.describeMembers(g)})`),
+      return { t: S[0], what: `factor ${i} of the blocks of extent [${g.extent}] (${g.members.length} blocks: ${this.describeMembers(g)})` };
     });
-    this.backend.addon.guardFinite(
-      news.map((t) => t.native),
-      tag,
-    );
   }
 
   private describeMembers(g: Group): string {
