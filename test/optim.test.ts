@@ -339,3 +339,28 @@ describe('roots', () => {
     expect(Array.from(b).every(Number.isFinite)).toBe(true);
   });
 });
+
+describe('getters never allocate', () => {
+  test.each([
+    ['Sgd', () => new Sgd({ w: { data: new Float32Array(6), shape: [2, 3] } }, { momentum: 0.9, backend: 'cpu' })],
+    ['KradagradStar', () => new KradagradStar({ w: { data: new Float32Array(6), shape: [2, 3] } }, { momentum: 0.9, grafting: 'adam', asyncRoots: true, backend: 'cpu' })],
+    ['Adam', () => new Adam({ w: { data: new Float32Array(6), shape: [2, 3] } }, { backend: 'cpu' })],
+  ])('%s: stateBytes, saveState and dispose create no tensor', (_n, make) => {
+    const opt = make();
+    const addon = opt.backend.addon as unknown as Record<string, unknown>;
+    const real = { tensor: addon.tensor, fromArray: addon.fromArray };
+    let made = 0;
+    addon.tensor = (...a: unknown[]) => (made++, (real.tensor as (...x: unknown[]) => unknown)(...a));
+    addon.fromArray = (...a: unknown[]) => (made++, (real.fromArray as (...x: unknown[]) => unknown)(...a));
+    try {
+      const bytes = opt.stateBytes();
+      expect(opt.stateBytes()).toBe(bytes);
+      expect(bytes).toBeGreaterThan(0);
+      opt.saveState();
+      opt.dispose();
+    } finally {
+      Object.assign(addon, real);
+    }
+    expect(made).toBe(0);
+  });
+});
