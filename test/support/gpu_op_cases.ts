@@ -23,6 +23,38 @@
  *   (Weyl). Eigenvectors are unique only up to sign, so they are checked through residuals.
  * - matpow: a backward error delta = 30 n ulp ||A||_1 moves f(A) by at most Lip(f) delta;
  *   plus the final product, n u max f. Frobenius norm, sqrt(n) times the sum.
+ *
+ * Since the last GPU run (fused stages, roots, jobs, whole steps):
+ * - Fused stages (updateMany, adamMany, graftMany, axpbyOutMany): the running error bound
+ *   of each element formula, gamma_K times the formula evaluated on absolute values
+ *   (Higham 3.1-3.3), K = 12 roundings on the longest chain with the coefficient casts,
+ *   x2; where a quotient by sqrt(acc) + eps follows (Adam, grafting), the numerator's and
+ *   the denominator's bounds are carried through it (sqrt is 1/2-Hoelder, so its error is
+ *   at most min(dx / (2 sqrt x), sqrt dx)). On one backend each stage must equal, bit for
+ *   bit, the chain of single ops it replaces (the Backend contract in native/core/backend.h),
+ *   with aliased outputs too, and in both CUDA modes (KRADAGRAD_CUDA_FUSED_STAGES).
+ * - root: the eigh path is matpow, same bound. Newton adds its stopping rule: ||M - I||_F
+ *   <= tol sqrt(n) with M = X^r A moves the root by at most ||A^p||_2 tol sqrt(n) / r
+ *   (positive roots A X^(r-1): (r - 1) / r), x1.1 for second order, on top of the eigh
+ *   path's rounding allowance (the CPU's own error against the float64 root is below 1% of
+ *   the whole bound in every case here). Failed items (NaN) must keep the previous root bit
+ *   for bit on both backends, and info must say they failed.
+ * - Jobs: no tolerance. A job's run(), runAsync() and the same ops issued one by one give
+ *   the same bits on the device; the discrete results (aborts, codes, indices, tags, solver
+ *   info and failure-count slots) must equal the CPU's.
+ * - Whole optimizer steps: forward errors against a float64 run of the same optimizer on
+ *   the CPU (same float32-representable inputs): at every step, ||W_dev - W_64||_F <=
+ *   4 ||W_cpu - W_64||_F + 2 u ||W_64||_F. Both backends run the same algorithm with kernels
+ *   whose error bounds have the same form (gamma_k products, a backward-stable eigensolver
+ *   accepted at the same 30 n ulp), with other constants (blocking, FMA in cuBLAS, Jacobi vs
+ *   divide and conquer); the factor 4 for those constants is a judgement, not a theorem: a
+ *   failure says the device is clearly less accurate than the CPU on that problem. The
+ *   problems are well conditioned (epsilon well above float32's rounding of the largest
+ *   factor eigenvalue), so the errors are rounding, not an ill-conditioned factor lost in
+ *   two different ways. Fault injection on the CPU (perturbing what the device computes)
+ *   shows the check catching a relative change of 1e-4 in the root exponent (1e-5 for all
+ *   but KradagradStar) and of 1e-5 in Adam's learning rate.
+ *   step() and stepAsync() on the device: bit for bit, states included.
  */
 import { Adam, Backend, Kradagrad, KradagradError, KradagradStar, Sgd, Shampoo, Tensor, getBackend, ops } from '../../lib';
 import type { DType, NamedParams, Optimizer } from '../../lib';
