@@ -502,7 +502,7 @@ __global__ void axpby3_k(const MultiSpan* spans, int64_t nspan, double a_, doubl
     const T* y = static_cast<const T*>(sp.y);
     T* z = static_cast<T*>(sp.z);
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < sp.count; i += (int64_t)blockDim.x * gridDim.x)
-      z[i] = ax_by(a, a == T(0) ? T(0) : x[i], b, b == T(0) ? T(0) : y[i]);
+      z[i] = ax_by(a, x[i], b, y[i]);  // as the CPU: ax_by does not use x when a == 0, nor y when b == 0 (unless a == 0)
   }
 }
 

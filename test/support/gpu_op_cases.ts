@@ -1372,11 +1372,12 @@ function axpbyOutManyCase(specs: SpecList, suffix: string): OpCase {
           ['a = 1 (momentum form)', 1, 0.9],
           ['a = 0: x never read', 0, 2],
           ['b = 0: y never read', -0.5, 0],
+          ['a = b = 0: z = 0 y, signed zeros', 0, 0],
         ];
         for (const [what, a, b] of variants) {
           const x = x0.map((d) => Float64Array.from(d)), y = y0.map((d) => Float64Array.from(d));
           if (a === 0) x.forEach((d) => d.fill(NaN));
-          if (b === 0) y.forEach((d) => d.fill(NaN));
+          if (b === 0 && a !== 0) y.forEach((d) => d.fill(NaN));
           const fused = (be: Backend, alias: boolean, env?: string) => {
             const X = roleTensors(p, be, specs, x), Y = roleTensors(p, be, specs, y), Z = alias ? Y : outTensors(p, be, specs);
             withEnv(FUSED_STAGES_ENV, env, () => be.addon.axpbyOutMany(natives(X), natives(Y), natives(Z), a, b));
@@ -1400,7 +1401,7 @@ function axpbyOutManyCase(specs: SpecList, suffix: string): OpCase {
             ]),
           ];
           const tol = (i: number) =>
-            Float64Array.from(x[i], (xv, e) => 2 * 4 * U[specs[i][0]] * ((a === 0 ? 0 : Math.abs(a * xv)) + (b === 0 ? 0 : Math.abs(b * y[i][e]))));
+            Float64Array.from(x[i], (xv, e) => 2 * 4 * U[specs[i][0]] * ((a === 0 ? 0 : Math.abs(a * xv)) + (b === 0 && a !== 0 ? 0 : Math.abs(b * y[i][e]))));
           compareRole(chk, `z (${what})`, specs, runs[0].distinct, r, tol, same);
           if (a === 0 || b === 0) chk.truth(`${what}: the unread input's NaN reached z`, allFinite(runs[0].distinct));
         }
