@@ -51,7 +51,7 @@ root=$PWD
 
 # A stamp of the TypeScript sources (and configs) that dist/ is compiled from.
 sources_hash() {
-  { find lib bench -name '*.ts' -type f; ls tsconfig.json tsconfig.build.json; } | LC_ALL=C sort | xargs sha256sum |
+  { find lib bench test/support -name '*.ts' -type f; ls tsconfig.json tsconfig.build.json; } | LC_ALL=C sort | xargs sha256sum |
     sha256sum | cut -c1-16
 }
 stamp_file=dist/.gpu-check-sources
