@@ -51,7 +51,7 @@ root=$PWD
 
 # A stamp of the TypeScript sources (and configs) that dist/ is compiled from.
 sources_hash() {
-  { find lib bench -name '*.ts' -type f; ls tsconfig.json tsconfig.build.json; } | LC_ALL=C sort | xargs sha256sum |
+  { find lib bench test/support -name '*.ts' -type f; ls tsconfig.json tsconfig.build.json; } | LC_ALL=C sort | xargs sha256sum |
     sha256sum | cut -c1-16
 }
 stamp_file=dist/.gpu-check-sources
@@ -114,10 +114,19 @@ compare=$results/step-compare-$be-$stamp.md
 # syrk (n >= 256), the batched gemm below; sweeps -> the Jacobi retry: mirror_lower_k per
 # item, syevd on the solver lanes, all_finite_k, transpose_tiles_k; on the solver lanes ->
 # eighAsync's lanes with the main thread's read-backs going on (the lock released meanwhile).
-san_filter='multi-tensor|axpby|scaleByNormRatio|boxes|inverseUpdate|allFinite|^gram |sweeps:1|on the solver lanes'
+# Since then: fused stages (updateMany, adamMany, graftMany, axpbyOutMany; the large-span
+# cases only, which hold the small entries too) -> axpby_k, mul_acc_k, div_sqrt_k,
+# all_finite_k (default chains) and, with KRADAGRAD_CUDA_FUSED_STAGES=1, update_k, adam_k,
+# graft_k, axpby3_k; root float32 -> add_identity_k, eig_f_k/eig_scale_k, symmetrize_k,
+# dot partials (Newton residuals), cast_k (the float64 retry); job -> all of the above on
+# the libuv pool thread; optimizer step KradagradStar / Shampoo float64 -> whole step jobs
+# (boxes_many_k, inverse_update_small_k, multi_* kernels, background root refreshes).
+san_filter='multi-tensor|axpby|scaleByNormRatio|boxes|inverseUpdate|allFinite|^gram |sweeps:1|on the solver lanes|^(updateMany|adamMany|graftMany) .*300001|^root float32 |^job |^optimizer step (KradagradStar|Shampoo float64):'
 # Each must match at least one selected case name (checked before the sanitizer runs).
 san_groups=('^multi-tensor ' '^axpby/scale ' '^scaleByNormRatio ' '^boxes ' '^boxesMany ' '^inverseUpdate ' '^allFinite '
-  '^allFiniteMany ' '^gram ' '^eigh .*sweeps:1' '^eighAsync on the solver lanes')
+  '^allFiniteMany ' '^gram ' '^eigh .*sweeps:1' '^eighAsync on the solver lanes' '^updateMany .*300001' '^adamMany .*300001'
+  '^graftMany adagrad.*300001' '^graftMany adam.*300001' '^axpbyOutMany.*300001' '^root float32 .*newton' '^root float32 .*bad'
+  '^job float32' '^job float64' '^optimizer step KradagradStar' '^optimizer step Shampoo float64')
 
 left() { echo $(( budget - ($(date +%s) - started) )); }
 row() { echo "| $1 | $2 | $3 |" >> "$rowsfile"; }

@@ -85,6 +85,10 @@ describe("gpu-check's compute-sanitizer case filter", () => {
   test('selects at least one case of every group, among them inverseUpdate, allFiniteMany, gram and the Jacobi retry', () => {
     expect(filter).toBeDefined();
     expect(groups).toEqual(expect.arrayContaining(['^inverseUpdate ', '^allFiniteMany ', '^gram ', '^eigh .*sweeps:1']));
+    // The stages, roots, jobs and steps built since the last GPU run.
+    expect(groups).toEqual(
+      expect.arrayContaining(['^updateMany .*300001', '^adamMany .*300001', '^root float32 .*newton', '^job float32', '^optimizer step KradagradStar']),
+    );
     const selected = opCases()
       .map((c) => c.name)
       .filter((n) => new RegExp(filter!).test(n));
@@ -92,11 +96,14 @@ describe("gpu-check's compute-sanitizer case filter", () => {
     expect(empty).toEqual([]);
   });
 
-  test('leaves the slow cases out (gemm, modeProduct, matpow, the eigh sweep)', () => {
+  test('leaves the slow cases out (gemm, modeProduct, matpow, the eigh sweep, small fused stages, most steps)', () => {
     const selected = opCases()
       .map((c) => c.name)
       .filter((n) => new RegExp(filter!).test(n));
     expect(selected.filter((n) => /^(gemm|modeProduct|matpow) /.test(n))).toEqual([]);
     expect(selected.filter((n) => n.startsWith('eigh ') && !n.includes('sweeps:1'))).toEqual([]);
+    // The small fused-stage cases (the large ones hold their entries too), and most steps.
+    expect(selected.filter((n) => /^(updateMany|adamMany|graftMany) /.test(n) && !n.includes('300001'))).toEqual([]);
+    expect(selected.filter((n) => n.startsWith('optimizer step ')).length).toBe(2);
   });
 });

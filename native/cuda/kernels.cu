@@ -386,6 +386,126 @@ __global__ void inverse_update_small_k(T* l, const T* t, const T* m, int64_t n, 
   }
 }
 
+// ---- the optimizers' fused final stages (Backend::update_many, adam_many, graft_many,
+// axpby_out_many), one launch per dtype over a span table. Each element repeats the CPU
+// backend's loop (native/cpu/cpu_backend.cc: update_span, adam_span, graft_span, ax_by)
+// operation by operation with the rounded intrinsics, so the results are the default
+// chains' (axpby_k, mul_acc_k, div_sqrt_k) bit for bit. Coefficients come in double,
+// computed on the host exactly as the CPU backend computes them, and are cast here.
+// Only with KRADAGRAD_CUDA_FUSED_STAGES=1 (cuda_backend.cc); the default is the chains.
+
+// axpby_k's element: a == 0 never reads x, b == 0 never reads y.
+template <typename T>
+__device__ __forceinline__ T ax_by(T a, T x, T b, T y) {
+  return a == T(0) ? mul_rn(b, y) : (b == T(0) ? mul_rn(a, x) : add_rn(mul_rn(a, x), mul_rn(b, y)));
+}
+
+template <typename T>
+__global__ void update_k(const UpdateSpanK* spans, int64_t nspan, UpdateParamsK p) {
+  const T wd = static_cast<T>(p.wd), mu = static_cast<T>(p.mu), nlr = static_cast<T>(p.nlr),
+          dec = static_cast<T>(p.dec), one = T(1), zero = T(0);
+  for (int64_t s = blockIdx.y; s < nspan; s += gridDim.y) {
+    const UpdateSpanK sp = spans[s];
+    const T* D = static_cast<const T*>(sp.d);
+    const T* M = static_cast<const T*>(sp.m);
+    const T* W = static_cast<const T*>(sp.w);
+    const T* U = static_cast<const T*>(sp.u);
+    T* MO = static_cast<T*>(sp.m_out);
+    T* WO = static_cast<T*>(sp.w_out);
+    bool ok = true;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < sp.count; i += (int64_t)blockDim.x * gridDim.x) {
+      T d = D[i];
+      if (p.l2) d = ax_by(wd, W[i], one, d);
+      T mn = zero;
+      if (p.mom) {
+        mn = ax_by(one, d, mu, M[i]);
+        ok = ok && isfinite(mn);
+      }
+      const T u = p.ext ? U[i] : p.mom ? (p.nesterov ? ax_by(mu, mn, one, d) : mn) : d;
+      T w = W[i];
+      if (p.decoupled) w = ax_by(zero, w, dec, w);
+      const T wn = ax_by(nlr, u, one, w);
+      ok = ok && isfinite(wn);
+      if (p.mom) MO[i] = mn;
+      WO[i] = wn;
+    }
+    if (!ok) *sp.finite = 0;
+  }
+}
+
+template <typename T>
+__global__ void adam_k(const AdamSpanK* spans, int64_t nspan, AdamParamsK p) {
+  const T wd = static_cast<T>(p.wd), dec = static_cast<T>(p.dec), one = T(1), zero = T(0);
+  const T a1 = static_cast<T>(p.a1), b1 = static_cast<T>(p.b1), b2 = static_cast<T>(p.b2), a2 = static_cast<T>(p.a2),
+          sc = static_cast<T>(p.sc), eps = static_cast<T>(p.eps), step = static_cast<T>(p.step);
+  for (int64_t s = blockIdx.y; s < nspan; s += gridDim.y) {
+    const AdamSpanK sp = spans[s];
+    const T *G = static_cast<const T*>(sp.g), *M = static_cast<const T*>(sp.m), *V = static_cast<const T*>(sp.v),
+            *W = static_cast<const T*>(sp.w);
+    T *MO = static_cast<T*>(sp.m_out), *VO = static_cast<T*>(sp.v_out), *WO = static_cast<T*>(sp.w_out);
+    bool ok = true;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < sp.count; i += (int64_t)blockDim.x * gridDim.x) {
+      T g = G[i];
+      if (p.l2) g = ax_by(wd, W[i], one, g);
+      T w = W[i];
+      if (p.decoupled) w = ax_by(zero, w, dec, w);
+      const T m = ax_by(a1, g, b1, M[i]);
+      const T v = add_rn(mul_rn(b2, V[i]), mul_rn(mul_rn(a2, g), g));
+      const T dir = div_rn(m, add_rn(sqrt_rn(mul_rn(v, sc)), eps));
+      const T wn = ax_by(step, dir, one, w);
+      ok = ok && isfinite(m) && isfinite(v) && isfinite(wn);
+      MO[i] = m;
+      VO[i] = v;
+      WO[i] = wn;
+    }
+    if (!ok) *sp.finite = 0;
+  }
+}
+
+template <typename T>
+__global__ void graft_k(const GraftSpanK* spans, int64_t nspan, GraftParamsK p) {
+  const T one = T(1), zero = T(0), eps = static_cast<T>(p.eps), a1 = static_cast<T>(p.a1), b1 = static_cast<T>(p.b1),
+          b2 = static_cast<T>(p.b2), a2 = static_cast<T>(p.a2), sc = static_cast<T>(p.sc), c1 = static_cast<T>(p.c1);
+  for (int64_t s = blockIdx.y; s < nspan; s += gridDim.y) {
+    const GraftSpanK sp = spans[s];
+    const T* G = static_cast<const T*>(sp.g);
+    const T* A = static_cast<const T*>(sp.acc);
+    const T* MI = static_cast<const T*>(sp.mom);
+    T* AO = static_cast<T*>(sp.acc_out);
+    T* MO = static_cast<T*>(sp.mom_out);
+    T* DIR = static_cast<T*>(sp.dir);
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < sp.count; i += (int64_t)blockDim.x * gridDim.x) {
+      const T g = G[i];
+      if (!p.adam) {  // mul_acc_k (1, 1), then div_sqrt_k (scale 1)
+        const T a = add_rn(mul_rn(one, A[i]), mul_rn(mul_rn(one, g), g));
+        AO[i] = a;
+        DIR[i] = div_rn(g, add_rn(sqrt_rn(mul_rn(a, one)), eps));
+        continue;
+      }
+      const T m = ax_by(a1, g, b1, MI[i]);
+      const T a = add_rn(mul_rn(b2, A[i]), mul_rn(mul_rn(a2, g), g));
+      MO[i] = m;
+      AO[i] = a;
+      const T d = div_rn(m, add_rn(sqrt_rn(mul_rn(a, sc)), eps));
+      DIR[i] = ax_by(zero, d, c1, d);
+    }
+  }
+}
+
+// z = a x + b y per span (MultiSpan: x, y, z); z may alias x or y.
+template <typename T>
+__global__ void axpby3_k(const MultiSpan* spans, int64_t nspan, double a_, double b_) {
+  const T a = static_cast<T>(a_), b = static_cast<T>(b_);
+  for (int64_t s = blockIdx.y; s < nspan; s += gridDim.y) {
+    const MultiSpan sp = spans[s];
+    const T* x = static_cast<const T*>(sp.x);
+    const T* y = static_cast<const T*>(sp.y);
+    T* z = static_cast<T*>(sp.z);
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < sp.count; i += (int64_t)blockDim.x * gridDim.x)
+      z[i] = ax_by(a, x[i], b, y[i]);  // as the CPU: ax_by does not use x when a == 0, nor y when b == 0 (unless a == 0)
+  }
+}
+
 // Blocks per span for the elementwise multi kernels: enough for the largest span, capped
 // so that small spans do not launch a sea of idle blocks.
 dim3 multi_grid(int64_t nspan, int64_t max_count) {
@@ -601,6 +721,30 @@ cudaError_t inverse_update_small(DType dt, void* l, const void* t, const void* m
   if (batch <= 0 || n <= 0) return cudaSuccess;
   const unsigned grid = (unsigned)std::min<int64_t>(batch, 1 << 20);
   KRAD_DISPATCH(dt, inverse_update_small_k<T><<<grid, kThreads, 0, s>>>((T*)l, (const T*)t, (const T*)m, n, batch, trace));
+  return cudaGetLastError();
+}
+cudaError_t update_many(DType dt, const UpdateSpanK* spans, int64_t nspan, int64_t max_count, const UpdateParamsK& p,
+                        cudaStream_t s) {
+  if (nspan <= 0 || max_count <= 0) return cudaSuccess;
+  KRAD_DISPATCH(dt, update_k<T><<<multi_grid(nspan, max_count), kThreads, 0, s>>>(spans, nspan, p));
+  return cudaGetLastError();
+}
+cudaError_t adam_many(DType dt, const AdamSpanK* spans, int64_t nspan, int64_t max_count, const AdamParamsK& p,
+                      cudaStream_t s) {
+  if (nspan <= 0 || max_count <= 0) return cudaSuccess;
+  KRAD_DISPATCH(dt, adam_k<T><<<multi_grid(nspan, max_count), kThreads, 0, s>>>(spans, nspan, p));
+  return cudaGetLastError();
+}
+cudaError_t graft_many(DType dt, const GraftSpanK* spans, int64_t nspan, int64_t max_count, const GraftParamsK& p,
+                       cudaStream_t s) {
+  if (nspan <= 0 || max_count <= 0) return cudaSuccess;
+  KRAD_DISPATCH(dt, graft_k<T><<<multi_grid(nspan, max_count), kThreads, 0, s>>>(spans, nspan, p));
+  return cudaGetLastError();
+}
+cudaError_t axpby_out_many(DType dt, const MultiSpan* spans, int64_t nspan, int64_t max_count, double a, double b,
+                           cudaStream_t s) {
+  if (nspan <= 0 || max_count <= 0) return cudaSuccess;
+  KRAD_DISPATCH(dt, axpby3_k<T><<<multi_grid(nspan, max_count), kThreads, 0, s>>>(spans, nspan, a, b));
   return cudaGetLastError();
 }
 cudaError_t probe() {

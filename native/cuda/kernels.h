@@ -85,6 +85,64 @@ cudaError_t boxes_many(DType dt, const int64_t* meta, int r, int64_t nbox, int64
 cudaError_t inverse_update_small(DType dt, void* l, const void* t, const void* m, int64_t n, int64_t batch, bool trace,
                                  cudaStream_t s);
 
+// The optimizers' fused final stages (Backend::update_many, adam_many, graft_many,
+// axpby_out_many), one launch per dtype over a span table in device memory; the CPU
+// backend's element formulas with the rounded intrinsics. Coefficients are doubles
+// computed on the host as the CPU backend computes them (nlr = -lr, dec = 1 - lr wd,
+// a1 = 1 - b1, a2 = 1 - b2, sc = 1 / bc2, step = -lr / bc1, c1 = 1 / bc1). `finite` points at
+// a flag byte the caller set to 1; a span with a non-finite result writes 0 there.
+struct UpdateSpanK {
+  const void* d;
+  const void* m;
+  const void* w;
+  const void* u;
+  void* m_out;
+  void* w_out;
+  uint8_t* finite;
+  int64_t count;
+};
+struct UpdateParamsK {
+  double wd, mu, nlr, dec;
+  bool mom, nesterov, l2, decoupled, ext;
+};
+struct AdamSpanK {
+  const void* g;
+  const void* m;
+  const void* v;
+  const void* w;
+  void* m_out;
+  void* v_out;
+  void* w_out;
+  uint8_t* finite;
+  int64_t count;
+};
+struct AdamParamsK {
+  double wd, dec, a1, b1, b2, a2, sc, eps, step;
+  bool l2, decoupled;
+};
+struct GraftSpanK {
+  const void* g;
+  const void* acc;
+  const void* mom;
+  void* acc_out;
+  void* mom_out;
+  void* dir;
+  int64_t count;
+};
+struct GraftParamsK {
+  double eps, a1, b1, b2, a2, sc, c1;
+  bool adam;
+};
+cudaError_t update_many(DType dt, const UpdateSpanK* spans, int64_t nspan, int64_t max_count, const UpdateParamsK& p,
+                        cudaStream_t s);
+cudaError_t adam_many(DType dt, const AdamSpanK* spans, int64_t nspan, int64_t max_count, const AdamParamsK& p,
+                      cudaStream_t s);
+cudaError_t graft_many(DType dt, const GraftSpanK* spans, int64_t nspan, int64_t max_count, const GraftParamsK& p,
+                       cudaStream_t s);
+// z = a x + b y per span (x, y, z of MultiSpan); z may alias x or y.
+cudaError_t axpby_out_many(DType dt, const MultiSpan* spans, int64_t nspan, int64_t max_count, double a, double b,
+                           cudaStream_t s);
+
 // Probes that the module has a kernel image for the current device.
 cudaError_t probe();
 

@@ -23,9 +23,43 @@
  *   (Weyl). Eigenvectors are unique only up to sign, so they are checked through residuals.
  * - matpow: a backward error delta = 30 n ulp ||A||_1 moves f(A) by at most Lip(f) delta;
  *   plus the final product, n u max f. Frobenius norm, sqrt(n) times the sum.
+ *
+ * Since the last GPU run (fused stages, roots, jobs, whole steps):
+ * - Fused stages (updateMany, adamMany, graftMany, axpbyOutMany): the running error bound
+ *   of each element formula, gamma_K times the formula evaluated on absolute values
+ *   (Higham 3.1-3.3), K = 12 roundings on the longest chain with the coefficient casts,
+ *   x2; where a quotient by sqrt(acc) + eps follows (Adam, grafting), the numerator's and
+ *   the denominator's bounds are carried through it (sqrt is 1/2-Hoelder, so its error is
+ *   at most min(dx / (2 sqrt x), sqrt dx)). On one backend each stage must equal, bit for
+ *   bit, the chain of single ops it replaces (the Backend contract in native/core/backend.h),
+ *   with aliased outputs too, and in both CUDA modes (KRADAGRAD_CUDA_FUSED_STAGES).
+ * - root: the eigh path is matpow, same bound. Newton adds its stopping rule: ||M - I||_F
+ *   <= tol sqrt(n) with M = X^r A moves the root by at most ||A^p||_2 tol sqrt(n) / r
+ *   (positive roots A X^(r-1): (r - 1) / r), x1.1 for second order, on top of the eigh
+ *   path's rounding allowance (the CPU's own error against the float64 root is below 1% of
+ *   the whole bound in every case here). Failed items (NaN) must keep the previous root bit
+ *   for bit on both backends, and info must say they failed.
+ * - Jobs: no tolerance. A job's run(), runAsync() and the same ops issued one by one give
+ *   the same bits on the device; the discrete results (aborts, codes, indices, tags, solver
+ *   info and failure-count slots) must equal the CPU's.
+ * - Whole optimizer steps: forward errors against a float64 run of the same optimizer on
+ *   the CPU (same float32-representable inputs): at every step, ||W_dev - W_64||_F <=
+ *   4 ||W_cpu - W_64||_F + 2 u ||W_64||_F. Both backends run the same algorithm with kernels
+ *   whose error bounds have the same form (gamma_k products, a backward-stable eigensolver
+ *   accepted at the same 30 n ulp), with other constants (blocking, FMA in cuBLAS, Jacobi vs
+ *   divide and conquer); the factor 4 for those constants is a judgement, not a theorem: a
+ *   failure says the device is clearly less accurate than the CPU on that problem. The
+ *   problems are well conditioned (epsilon well above float32's rounding of the largest
+ *   factor eigenvalue), so the errors are rounding, not an ill-conditioned factor lost in
+ *   two different ways. Fault injection on the CPU (perturbing what the device computes)
+ *   shows the check catching a relative change of 1e-4 in the root exponent (1e-5 for all
+ *   but KradagradStar) and of 1e-5 in Adam's learning rate.
+ *   step() and stepAsync() on the device: bit for bit, states included.
  */
-import { Backend, KradagradError, Tensor, getBackend, ops } from '../../lib';
-import type { DType } from '../../lib';
+import { Adam, Backend, Kradagrad, KradagradError, KradagradStar, Sgd, Shampoo, Tensor, getBackend, ops } from '../../lib';
+import type { DType, NamedParams, Optimizer } from '../../lib';
+import { record } from '../../lib/exec';
+import type { NativeRootSpec } from '../../lib/native';
 import { Rng } from './rand';
 
 export const U: Record<DType, number> = { float32: 2 ** -24, float64: 2 ** -53 };
@@ -977,6 +1011,900 @@ function boxesManyCases(): OpCase[] {
   }));
 }
 
+// ---- since the last GPU run: fused optimizer stages, roots, jobs and whole steps ----------
+
+/** The stage switch of native/cuda: CUDA kernels for the fused stages instead of the primitive chains. */
+export const FUSED_STAGES_ENV = 'KRADAGRAD_CUDA_FUSED_STAGES';
+/** Each device run of a fused stage: the default (primitive chains) and the CUDA kernels. */
+const STAGE_MODES: { name: string; env: string | undefined }[] = [
+  { name: 'default', env: undefined },
+  { name: 'kernels', env: '1' },
+];
+/**
+ * Roundings on the longest dependency chain of a fused stage's element formula, the casts
+ * of its coefficients to the dtype included (updateMany with every flag: 11; adamMany: 12).
+ */
+const STAGE_K = 12;
+const natives = (ts: Tensor[]): Tensor['native'][] => ts.map((t) => t.native);
+const allFinite = (xs: ArrayLike<number>[]): boolean => xs.every((x) => Array.prototype.every.call(x, Number.isFinite));
+
+type SpecList = [DType, number[], number][];
+/** Mixed dtypes and sizes, a batched entry, a one-element entry. */
+const STAGE_SMALL: SpecList = [
+  ['float32', [7], 1],
+  ['float64', [3, 5], 1],
+  ['float32', [1], 1],
+  ['float64', [2, 3, 4], 2],
+  ['float32', [3000], 1],
+];
+/** Past the grid cap of the elementwise kernels (> 1024 blocks x 256 threads): device runs only in CI. */
+const STAGE_BIG: SpecList = [...STAGE_SMALL, ['float32', [300001], 1], ['float64', [263000], 1]];
+const specCount = (s: [DType, number[], number]): number => prod(s[1]) * s[2];
+
+/** Host data of one role: one array per entry, as the entry's dtype stores it. */
+function roleData(rng: Rng, specs: SpecList, f: (x: number) => number = (x) => x): Float64Array[] {
+  return specs.map((s) => stored(s[0], Float64Array.from(rng.normals(specCount(s)), f)));
+}
+/** Tensors of one role on backend b (kept by p for disposal). */
+function roleTensors(p: Pair, b: Backend, specs: SpecList, data: Float64Array[]): Tensor[] {
+  return specs.map((s, i) => p.keep(b.fromArray(typed(s[0], data[i]), s[1], s[2])));
+}
+/** Output tensors pre-filled with a sentinel (a stage must overwrite every element). */
+function outTensors(p: Pair, b: Backend, specs: SpecList): Tensor[] {
+  return roleTensors(p, b, specs, specs.map((s) => new Float64Array(specCount(s)).fill(-7.25)));
+}
+
+/**
+ * Bound on |fl(q) - q| for q = num / (sqrt(x) + eps) (x >= 0): num has error <= dNum and
+ * magnitude bound numA, x has error <= dX; `k` roundings for the scale, sqrt, add and divide.
+ * sqrt is 1/2-Hoelder, so its error is at most min(dX / (2 sqrt x), sqrt dX).
+ */
+function quotientError(num: number, numA: number, dNum: number, x: number, dX: number, eps: number, u: number, k = 4): number {
+  const den = Math.sqrt(x) + eps;
+  const dDen = (x > 0 ? Math.min(dX / (2 * Math.sqrt(x)), Math.sqrt(dX)) : Math.sqrt(dX)) + k * u * den;
+  if (!(den - dDen > 0)) return Infinity;
+  const q = Math.abs(num) / den;
+  return (dNum + q * dDen) / (den - dDen) + k * u * (numA / den);
+}
+
+/** Compares the device's outputs of one role with the CPU's and with its other runs. */
+function compareRole(
+  chk: Check,
+  what: string,
+  specs: SpecList,
+  dev: Float64Array[],
+  ref: Float64Array[],
+  tol: (i: number) => Float64Array,
+  same: [string, Float64Array[]][],
+): void {
+  dev.forEach((x, i) => {
+    chk.close(`${what}[${i}] (${specs[i][0]}) vs cpu`, x, ref[i], tol(i));
+    for (const [name, other] of same) chk.equal(`${what}[${i}] ${name}`, other[i], x);
+  });
+}
+
+// updateMany: d -> momentum -> parameters (Backend::update_many), every flag combination.
+type UpdFlags = { mu: number; nesterov: boolean; wd: 'none' | 'l2' | 'decoupled' | 'l2+decoupled'; ext: boolean };
+function updateManyCase(c: UpdFlags, specs: SpecList, suffix: string): OpCase {
+  return {
+    name: `updateMany ${label(c)}: vs cpu, fused = single-op chain bit for bit, aliased outputs, finiteness${suffix}`,
+    run(ref, dev, chk) {
+      const p = new Pair(ref, dev);
+      try {
+        const rng = new Rng(hash(this.name));
+        const lr = 0.1, wd = 0.01, mom = c.mu > 0;
+        const l2 = c.wd === 'l2' || c.wd === 'l2+decoupled', decoupled = c.wd === 'decoupled' || c.wd === 'l2+decoupled';
+        const prm = { lr, momentum: c.mu, weightDecay: wd, nesterov: c.nesterov, l2, decoupled };
+        const d = roleData(rng, specs), m = roleData(rng, specs), w = roleData(rng, specs), u = roleData(rng, specs);
+        d[1][2] = NaN; // entry 1: non-finite w' (and m')
+        m[2][0] = NaN; // entry 2: non-finite m' with momentum; never read without
+        u[3][5] = Infinity; // entry 3: non-finite w' with an external direction
+        // In float64 on the host: the values (finiteness) and the magnitudes (bounds).
+        const dec = 1 - lr * wd;
+        const host = specs.map((_, i) => {
+          const n = d[i].length;
+          const wv = new Float64Array(n), mv = new Float64Array(n), wA = new Float64Array(n), mA = new Float64Array(n);
+          for (let e = 0; e < n; e++) {
+            const dv = l2 ? wd * w[i][e] + d[i][e] : d[i][e];
+            const dA = l2 ? wd * Math.abs(w[i][e]) + Math.abs(d[i][e]) : Math.abs(d[i][e]);
+            mv[e] = mom ? dv + c.mu * m[i][e] : 0;
+            mA[e] = mom ? dA + c.mu * Math.abs(m[i][e]) : 0;
+            const uv = c.ext ? u[i][e] : mom ? (c.nesterov ? c.mu * mv[e] + dv : mv[e]) : dv;
+            const uA = c.ext ? Math.abs(u[i][e]) : mom ? (c.nesterov ? c.mu * mA[e] + dA : mA[e]) : dA;
+            wv[e] = (decoupled ? dec * w[i][e] : w[i][e]) - lr * uv;
+            wA[e] = (decoupled ? dec : 1) * Math.abs(w[i][e]) + lr * uA;
+          }
+          return { wv, mv, wA, mA };
+        });
+        const expected = host.map((h) => Number(allFinite(mom ? [h.wv, h.mv] : [h.wv])));
+        const fused = (b: Backend, aliased: boolean, env?: string) => {
+          const D = roleTensors(p, b, specs, d), M = mom ? roleTensors(p, b, specs, m) : null;
+          const W = roleTensors(p, b, specs, w), Uo = c.ext ? roleTensors(p, b, specs, u) : null;
+          const MO = M && (aliased ? M : outTensors(p, b, specs)), WO = aliased ? W : outTensors(p, b, specs);
+          const f = withEnv(FUSED_STAGES_ENV, env, () =>
+            b.addon.updateMany(natives(D), M && natives(M), natives(W), Uo && natives(Uo), MO && natives(MO), natives(WO), prm),
+          );
+          return { w: WO.map(rd), m: MO ? MO.map(rd) : [], f: Array.from(f ?? []) };
+        };
+        // The chain the stage replaces (backend.h), one single op at a time.
+        const chain = (b: Backend) => {
+          const D = roleTensors(p, b, specs, d), M = roleTensors(p, b, specs, m), W = roleTensors(p, b, specs, w), Uo = roleTensors(p, b, specs, u);
+          const ws: Float64Array[] = [], ms: Float64Array[] = [];
+          specs.forEach((_, i) => {
+            const dd = p.keep(b.tensor(specs[i][0], specs[i][1], specs[i][2]));
+            ops.copy(D[i], dd);
+            if (l2) ops.axpby(W[i], dd, wd, 1);
+            let uu = dd;
+            if (mom) {
+              ops.axpby(dd, M[i], 1, c.mu);
+              uu = M[i];
+              if (c.nesterov && !c.ext) {
+                const nv = p.keep(b.tensor(specs[i][0], specs[i][1], specs[i][2]));
+                ops.copy(dd, nv);
+                ops.axpby(M[i], nv, c.mu, 1);
+                uu = nv;
+              }
+            }
+            if (c.ext) uu = Uo[i];
+            if (decoupled) ops.axpby(W[i], W[i], 0, dec);
+            ops.axpby(uu, W[i], -lr, 1);
+            ws.push(rd(W[i]));
+            ms.push(rd(M[i]));
+          });
+          return { w: ws, m: ms };
+        };
+        const r = fused(ref, false);
+        const runs = STAGE_MODES.map((mode) => ({ mode, distinct: fused(dev, false, mode.env), aliased: fused(dev, true, mode.env) }));
+        const single = chain(dev);
+        const base = runs[0].distinct;
+        const tolOf = (key: 'wA' | 'mA') => (i: number) => Float64Array.from(host[i][key], (a) => 2 * STAGE_K * U[specs[i][0]] * a);
+        const same = (key: 'w' | 'm'): [string, Float64Array[]][] => [
+          ['single-op chain vs fused (default)', single[key]],
+          ...runs.flatMap((x): [string, Float64Array[]][] => [
+            [`fused (${x.mode.name}) vs fused (default)`, x.distinct[key]],
+            [`aliased outputs (${x.mode.name}) vs fused (default)`, x.aliased[key]],
+          ]),
+        ];
+        compareRole(chk, "w'", specs, base.w, r.w, tolOf('wA'), same('w'));
+        if (mom) compareRole(chk, "m'", specs, base.m, r.m, tolOf('mA'), same('m'));
+        chk.equal('finite flags (cpu) vs expected', r.f, expected);
+        for (const x of runs) {
+          chk.equal(`finite flags (${x.mode.name}) vs expected`, x.distinct.f, expected);
+          chk.equal(`finite flags (${x.mode.name}, aliased) vs expected`, x.aliased.f, expected);
+        }
+      } finally {
+        p.dispose();
+      }
+    },
+  };
+}
+
+function updateManyCases(): OpCase[] {
+  const out: OpCase[] = [];
+  for (const mu of [0, 0.9])
+    for (const nesterov of [false, true])
+      for (const wd of ['none', 'l2', 'decoupled', 'l2+decoupled'] as const)
+        for (const ext of [false, true]) out.push(updateManyCase({ mu, nesterov, wd, ext }, STAGE_SMALL, ''));
+  out.push(updateManyCase({ mu: 0.9, nesterov: true, wd: 'l2+decoupled', ext: false }, STAGE_BIG, ' up to 300001 elements'));
+  out.push(updateManyCase({ mu: 0, nesterov: false, wd: 'none', ext: true }, STAGE_BIG, ' up to 300001 elements'));
+  return out;
+}
+
+// adamMany (Backend::adam_many): weight decay modes, first and a later step.
+type AdamFlags = { wd: 'none' | 'l2' | 'decoupled' | 'l2+decoupled'; t: number };
+function adamManyCase(c: AdamFlags, specs: SpecList, suffix: string): OpCase {
+  return {
+    name: `adamMany ${label(c)}: vs cpu, fused = single-op chain bit for bit, aliased outputs, finiteness${suffix}`,
+    run(ref, dev, chk) {
+      const p = new Pair(ref, dev);
+      try {
+        const rng = new Rng(hash(this.name));
+        const lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.01;
+        const bc1 = 1 - b1 ** c.t, bc2 = 1 - b2 ** c.t;
+        const l2 = c.wd === 'l2' || c.wd === 'l2+decoupled', decoupled = c.wd === 'decoupled' || c.wd === 'l2+decoupled';
+        const prm = { lr, beta1: b1, beta2: b2, eps, weightDecay: wd, bc1, bc2, l2, decoupled };
+        const g = roleData(rng, specs), m = roleData(rng, specs, (x) => 0.1 * x), v = roleData(rng, specs, (x) => 0.01 * x * x), w = roleData(rng, specs);
+        g[1][3] = NaN; // entry 1: non-finite m', v', w'
+        g[4][7] = 0; // entry 4: zero gradient and second moment: the direction is m' / eps
+        v[4][7] = 0;
+        const dec = 1 - lr * wd, step = lr / bc1, u = (i: number) => U[specs[i][0]], K = STAGE_K;
+        const host = specs.map((_, i) => {
+          const n = g[i].length;
+          const out = { mA: new Float64Array(n), vA: new Float64Array(n), wT: new Float64Array(n), ok: true };
+          for (let e = 0; e < n; e++) {
+            const gv = l2 ? wd * w[i][e] + g[i][e] : g[i][e];
+            const gA = l2 ? wd * Math.abs(w[i][e]) + Math.abs(g[i][e]) : Math.abs(g[i][e]);
+            const w0A = (decoupled ? dec : 1) * Math.abs(w[i][e]);
+            const mv = (1 - b1) * gv + b1 * m[i][e];
+            out.mA[e] = (1 - b1) * gA + b1 * Math.abs(m[i][e]);
+            const vv = b2 * v[i][e] + (1 - b2) * gv * gv;
+            out.vA[e] = b2 * v[i][e] + (1 - b2) * gA * gA;
+            const dDir = quotientError(mv, out.mA[e], K * u(i) * out.mA[e], vv / bc2, (K * u(i) * out.vA[e]) / bc2, eps, u(i));
+            const dir = Math.abs(mv) / (Math.sqrt(vv / bc2) + eps);
+            out.wT[e] = K * u(i) * (w0A + step * (dir + dDir)) + step * dDir;
+            const wv = (decoupled ? dec : 1) * w[i][e] - (step * mv) / (Math.sqrt(vv / bc2) + eps);
+            out.ok = out.ok && [mv, vv, wv].every(Number.isFinite);
+          }
+          return out;
+        });
+        const expected = host.map((h) => Number(h.ok));
+        const fused = (b: Backend, aliased: boolean, env?: string) => {
+          const G = roleTensors(p, b, specs, g), M = roleTensors(p, b, specs, m), V = roleTensors(p, b, specs, v), W = roleTensors(p, b, specs, w);
+          const MO = aliased ? M : outTensors(p, b, specs), VO = aliased ? V : outTensors(p, b, specs), WO = aliased ? W : outTensors(p, b, specs);
+          const f = withEnv(FUSED_STAGES_ENV, env, () =>
+            b.addon.adamMany(natives(G), natives(M), natives(V), natives(W), natives(MO), natives(VO), natives(WO), prm),
+          );
+          return { w: WO.map(rd), m: MO.map(rd), v: VO.map(rd), f: Array.from(f ?? []) };
+        };
+        const chain = (b: Backend) => {
+          const G = roleTensors(p, b, specs, g), M = roleTensors(p, b, specs, m), V = roleTensors(p, b, specs, v), W = roleTensors(p, b, specs, w);
+          specs.forEach((s, i) => {
+            const gg = p.keep(b.tensor(s[0], s[1], s[2])), dir = p.keep(b.tensor(s[0], s[1], s[2]));
+            ops.copy(G[i], gg);
+            if (l2) ops.axpby(W[i], gg, wd, 1);
+            if (decoupled) ops.axpby(W[i], W[i], 0, dec);
+            ops.axpby(gg, M[i], 1 - b1, b1);
+            ops.mulAcc(gg, gg, V[i], b2, 1 - b2);
+            ops.divSqrt(M[i], V[i], dir, 1 / bc2, eps);
+            ops.axpby(dir, W[i], -lr / bc1, 1);
+          });
+          return { w: W.map(rd), m: M.map(rd), v: V.map(rd) };
+        };
+        const r = fused(ref, false);
+        const runs = STAGE_MODES.map((mode) => ({ mode, distinct: fused(dev, false, mode.env), aliased: fused(dev, true, mode.env) }));
+        const single = chain(dev);
+        const base = runs[0].distinct;
+        const same = (key: 'w' | 'm' | 'v'): [string, Float64Array[]][] => [
+          ['single-op chain vs fused (default)', single[key]],
+          ...runs.flatMap((x): [string, Float64Array[]][] => [
+            [`fused (${x.mode.name}) vs fused (default)`, x.distinct[key]],
+            [`aliased outputs (${x.mode.name}) vs fused (default)`, x.aliased[key]],
+          ]),
+        ];
+        compareRole(chk, "m'", specs, base.m, r.m, (i) => host[i].mA.map((a) => 2 * K * u(i) * a), same('m'));
+        compareRole(chk, "v'", specs, base.v, r.v, (i) => host[i].vA.map((a) => 2 * K * u(i) * a), same('v'));
+        compareRole(chk, "w'", specs, base.w, r.w, (i) => host[i].wT.map((t) => 2 * t), same('w'));
+        chk.equal('finite flags (cpu) vs expected', r.f, expected);
+        for (const x of runs) {
+          chk.equal(`finite flags (${x.mode.name}) vs expected`, x.distinct.f, expected);
+          chk.equal(`finite flags (${x.mode.name}, aliased) vs expected`, x.aliased.f, expected);
+        }
+      } finally {
+        p.dispose();
+      }
+    },
+  };
+}
+
+function adamManyCases(): OpCase[] {
+  const out: OpCase[] = [];
+  for (const wd of ['none', 'l2', 'decoupled', 'l2+decoupled'] as const) for (const t of [1, 10]) out.push(adamManyCase({ wd, t }, STAGE_SMALL, ''));
+  out.push(adamManyCase({ wd: 'l2+decoupled', t: 3 }, STAGE_BIG, ' up to 300001 elements'));
+  return out;
+}
+
+// graftMany (Backend::graft_many): AdaGrad and Adam graft directions.
+function graftManyCase(kind: 'adagrad' | 'adam', specs: SpecList, suffix: string): OpCase {
+  return {
+    name: `graftMany ${kind}: vs cpu, fused = single-op chain bit for bit, aliased accumulators${suffix}`,
+    run(ref, dev, chk) {
+      const p = new Pair(ref, dev);
+      try {
+        const rng = new Rng(hash(this.name));
+        const adam = kind === 'adam';
+        const eps = adam ? 1e-8 : 1e-6, b1 = 0.9, b2 = 0.999, t = 4, bc1 = 1 - b1 ** t, bc2 = 1 - b2 ** t;
+        const prm = adam ? { eps, beta1: b1, beta2: b2, bc1, bc2 } : { eps };
+        const g = roleData(rng, specs), acc = roleData(rng, specs, (x) => 0.05 * x * x), mom = roleData(rng, specs, (x) => 0.1 * x);
+        g[4][11] = 0; // zero gradient and accumulator: the direction is 0 / eps (AdaGrad), m' / eps (Adam)
+        acc[4][11] = 0;
+        const u = (i: number) => U[specs[i][0]], K = STAGE_K;
+        const host = specs.map((_, i) => {
+          const n = g[i].length;
+          const o = { accA: new Float64Array(n), momA: new Float64Array(n), dirT: new Float64Array(n) };
+          for (let e = 0; e < n; e++) {
+            const gv = g[i][e];
+            const mv = adam ? (1 - b1) * gv + b1 * mom[i][e] : gv;
+            o.momA[e] = adam ? (1 - b1) * Math.abs(gv) + b1 * Math.abs(mom[i][e]) : Math.abs(gv);
+            o.accA[e] = adam ? b2 * acc[i][e] + (1 - b2) * gv * gv : acc[i][e] + gv * gv; // all terms >= 0
+            const sc = adam ? 1 / bc2 : 1;
+            const dq = quotientError(mv, o.momA[e], adam ? K * u(i) * o.momA[e] : 0, o.accA[e] * sc, K * u(i) * o.accA[e] * sc, eps, u(i));
+            const c1 = adam ? 1 / bc1 : 1;
+            o.dirT[e] = c1 * dq + (adam ? 2 * u(i) * c1 * (Math.abs(mv) / (Math.sqrt(o.accA[e] * sc) + eps) + dq) : 0);
+          }
+          return o;
+        });
+        const fused = (b: Backend, aliased: boolean, env?: string) => {
+          const G = roleTensors(p, b, specs, g), A = roleTensors(p, b, specs, acc), M = adam ? roleTensors(p, b, specs, mom) : null;
+          const AO = aliased ? A : outTensors(p, b, specs), MO = M && (aliased ? M : outTensors(p, b, specs)), DIR = outTensors(p, b, specs);
+          withEnv(FUSED_STAGES_ENV, env, () =>
+            b.addon.graftMany(kind, natives(G), natives(A), M && natives(M), natives(AO), MO && natives(MO), natives(DIR), prm),
+          );
+          return { acc: AO.map(rd), mom: MO ? MO.map(rd) : [], dir: DIR.map(rd) };
+        };
+        const chain = (b: Backend) => {
+          const G = roleTensors(p, b, specs, g), A = roleTensors(p, b, specs, acc), M = roleTensors(p, b, specs, mom);
+          const DIR = outTensors(p, b, specs);
+          specs.forEach((_, i) => {
+            if (!adam) {
+              ops.mulAcc(G[i], G[i], A[i], 1, 1);
+              ops.divSqrt(G[i], A[i], DIR[i], 1, eps);
+              return;
+            }
+            ops.axpby(G[i], M[i], 1 - b1, b1);
+            ops.mulAcc(G[i], G[i], A[i], b2, 1 - b2);
+            ops.divSqrt(M[i], A[i], DIR[i], 1 / bc2, eps);
+            ops.scale(DIR[i], 1 / bc1);
+          });
+          return { acc: A.map(rd), mom: adam ? M.map(rd) : [], dir: DIR.map(rd) };
+        };
+        const r = fused(ref, false);
+        const runs = STAGE_MODES.map((mode) => ({ mode, distinct: fused(dev, false, mode.env), aliased: fused(dev, true, mode.env) }));
+        const single = chain(dev);
+        const base = runs[0].distinct;
+        const same = (key: 'acc' | 'mom' | 'dir'): [string, Float64Array[]][] => [
+          ['single-op chain vs fused (default)', single[key]],
+          ...runs.flatMap((x): [string, Float64Array[]][] => [
+            [`fused (${x.mode.name}) vs fused (default)`, x.distinct[key]],
+            [`aliased accumulators (${x.mode.name}) vs fused (default)`, x.aliased[key]],
+          ]),
+        ];
+        compareRole(chk, "acc'", specs, base.acc, r.acc, (i) => host[i].accA.map((a) => 2 * K * u(i) * a), same('acc'));
+        if (adam) compareRole(chk, "mom'", specs, base.mom, r.mom, (i) => host[i].momA.map((a) => 2 * K * u(i) * a), same('mom'));
+        compareRole(chk, 'dir', specs, base.dir, r.dir, (i) => host[i].dirT.map((x) => 2 * x), same('dir'));
+      } finally {
+        p.dispose();
+      }
+    },
+  };
+}
+
+// axpbyOutMany (Backend::axpby_out_many): z = a x + b y, out of place.
+function axpbyOutManyCase(specs: SpecList, suffix: string): OpCase {
+  return {
+    name: `axpbyOutMany: vs cpu, = copy + axpby bit for bit, zero coefficients never read, z aliasing y${suffix}`,
+    run(ref, dev, chk) {
+      const p = new Pair(ref, dev);
+      try {
+        const rng = new Rng(hash(this.name));
+        const x0 = roleData(rng, specs), y0 = roleData(rng, specs);
+        const variants: [string, number, number][] = [
+          ['a x + b y', 0.75, -1.25],
+          ['a = 1 (momentum form)', 1, 0.9],
+          ['a = 0: x never read', 0, 2],
+          ['b = 0: y never read', -0.5, 0],
+          ['a = b = 0: z = 0 y, signed zeros', 0, 0],
+        ];
+        for (const [what, a, b] of variants) {
+          const x = x0.map((d) => Float64Array.from(d)), y = y0.map((d) => Float64Array.from(d));
+          if (a === 0) x.forEach((d) => d.fill(NaN));
+          if (b === 0 && a !== 0) y.forEach((d) => d.fill(NaN));
+          const fused = (be: Backend, alias: boolean, env?: string) => {
+            const X = roleTensors(p, be, specs, x), Y = roleTensors(p, be, specs, y), Z = alias ? Y : outTensors(p, be, specs);
+            withEnv(FUSED_STAGES_ENV, env, () => be.addon.axpbyOutMany(natives(X), natives(Y), natives(Z), a, b));
+            return Z.map(rd);
+          };
+          const chain = (be: Backend) => {
+            const X = roleTensors(p, be, specs, x), Y = roleTensors(p, be, specs, y), Z = outTensors(p, be, specs);
+            specs.forEach((_, i) => {
+              ops.copy(Y[i], Z[i]);
+              ops.axpby(X[i], Z[i], a, b);
+            });
+            return Z.map(rd);
+          };
+          const r = fused(ref, false);
+          const runs = STAGE_MODES.map((mode) => ({ mode, distinct: fused(dev, false, mode.env), aliased: fused(dev, true, mode.env) }));
+          const same: [string, Float64Array[]][] = [
+            ['copy + axpby vs fused (default)', chain(dev)],
+            ...runs.flatMap((m): [string, Float64Array[]][] => [
+              [`fused (${m.mode.name}) vs fused (default)`, m.distinct],
+              [`z = y (${m.mode.name}) vs fused (default)`, m.aliased],
+            ]),
+          ];
+          const tol = (i: number) =>
+            Float64Array.from(x[i], (xv, e) => 2 * 4 * U[specs[i][0]] * ((a === 0 ? 0 : Math.abs(a * xv)) + (b === 0 && a !== 0 ? 0 : Math.abs(b * y[i][e]))));
+          compareRole(chk, `z (${what})`, specs, runs[0].distinct, r, tol, same);
+          if (a === 0 || b === 0) chk.truth(`${what}: the unread input's NaN reached z`, allFinite(runs[0].distinct));
+        }
+      } finally {
+        p.dispose();
+      }
+    },
+  };
+}
+
+function fusedStageCases(): OpCase[] {
+  return [
+    ...updateManyCases(),
+    ...adamManyCases(),
+    graftManyCase('adagrad', STAGE_SMALL, ''),
+    graftManyCase('adam', STAGE_SMALL, ''),
+    graftManyCase('adagrad', STAGE_BIG, ' up to 300001 elements'),
+    graftManyCase('adam', STAGE_BIG, ' up to 300001 elements'),
+    axpbyOutManyCase(STAGE_SMALL, ''),
+    axpbyOutManyCase(STAGE_BIG, ' up to 300001 elements'),
+  ];
+}
+
+// ---- root (native/core/roots.cc): eigh, Newton, the float64 retry, the previous root kept ----
+
+/** Batches of SPD items X X^T / n + lo I (eigenvalues in about [lo, lo + 4]). */
+function spdItems(rng: Rng, n: number, batch: number, lo = 0.5): Float64Array {
+  const a = new Float64Array(batch * n * n);
+  for (let b = 0; b < batch; b++) {
+    const x = rng.normals(n * n);
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let k = 0; k < n; k++) s += x[i * n + k] * x[j * n + k];
+        a[b * n * n + i * n + j] = s / n + (i === j ? lo : 0);
+      }
+  }
+  return a;
+}
+
+/**
+ * Per-item bounds on ||root_dev - root_exact||_F for the items of `a` (the matpow bound of
+ * the header: Lip(f) times the eigensolver's backward error, plus the final product), and
+ * what Newton's stopping rule adds: ||M - I||_F <= tol sqrt(n) with M = X^r A gives
+ * ||X - A^(-1/r)|| <= ||A^(-1/r)||_2 tol sqrt(n) / r, and for the positive root A X^(r-1),
+ * ||A^(1/r)||_2 (r - 1) / r tol sqrt(n) (to first order; x1.1 for the second).
+ */
+function rootBounds(ref: Backend, p: Pair, dt: DType, a: Float64Array, n: number, batch: number, s: NativeRootSpec): number[] {
+  const e = ops.eigh(p.keep(p.ref64(a, [n, n], batch)), { allowFailures: true });
+  p.keep(e.w), p.keep(e.v);
+  const w = rd(e.w);
+  const floor = s.floor ?? 0, ridge = s.ridge ?? 0;
+  const r = Math.round(1 / Math.abs(s.p));
+  const newtonOk = s.newton && Math.abs(Math.abs(s.p) * r - 1) < 1e-12;
+  const tau = (s.tolerance ?? (dt === 'float32' ? 1e-5 : 1e-12)) * Math.sqrt(n);
+  const out: number[] = [];
+  for (let b = 0; b < batch; b++) {
+    const an = norm1(lowerSym(a, b * n * n, n), n);
+    const delta = 30 * n * ULP[dt] * an;
+    const f = (x: number) => Math.max(x, floor) ** s.p;
+    const lo = Math.max(w[b * n] + ridge - delta, floor || 1e-300), hi = w[b * n + n - 1] + ridge + delta;
+    const lip = Math.abs(s.p) * Math.max(lo ** (s.p - 1), hi ** (s.p - 1));
+    const fmax = Math.max(f(lo), f(hi));
+    let bound = Math.sqrt(n) * (lip * delta + n * U[dt] * fmax);
+    if (newtonOk) bound += 1.1 * fmax * (s.p < 0 ? 1 / r : (r - 1) / r) * tau;
+    out.push(bound);
+  }
+  return out;
+}
+
+type RootCase = {
+  n: number;
+  batch: number;
+  p: number;
+  floor?: number;
+  ridge?: number;
+  newton?: boolean;
+  maxIterations?: number;
+  retryFloat64?: boolean;
+  /** A NaN in this item: every solver fails it, the previous root stays. */
+  bad?: number;
+  /** out is prev (in place) rather than a separate tensor. */
+  inPlace?: boolean;
+  /** prev = the root itself (rounded), so Newton starts warm. */
+  warm?: boolean;
+};
+function rootCases(): OpCase[] {
+  const list: RootCase[] = [
+    // eigh (matpow) path; n >= 128 with several items: syevd on the solver lanes (CUDA)
+    { n: 8, batch: 3, p: -0.25, floor: 1e-6, ridge: 1e-8 },
+    { n: 33, batch: 2, p: 0.5, inPlace: true },
+    { n: 130, batch: 2, p: -0.25, floor: 1e-6 },
+    // a NaN item: float32 fails, the float64 retry runs and fails too, prev stays
+    { n: 20, batch: 4, p: -0.5, floor: 1e-6, bad: 2 },
+    { n: 20, batch: 4, p: -0.5, floor: 1e-6, bad: 2, inPlace: true },
+    { n: 20, batch: 4, p: -0.5, floor: 1e-6, bad: 1, retryFloat64: false },
+    // Newton: cold start (inverse and positive roots), warm start, too few iterations for
+    // any item (eigh for all), a NaN item (Newton declines the batch), an exponent that is
+    // not 1/r (Newton declines: eigh)
+    { n: 8, batch: 3, p: -0.25, floor: 1e-6, newton: true },
+    { n: 24, batch: 2, p: 0.25, newton: true },
+    { n: 16, batch: 3, p: -0.5, floor: 1e-6, newton: true, warm: true },
+    { n: 16, batch: 3, p: -0.25, floor: 1e-6, newton: true, maxIterations: 1, inPlace: true },
+    { n: 12, batch: 3, p: -0.25, floor: 1e-6, newton: true, bad: 1 },
+    { n: 12, batch: 2, p: 0.3, newton: true },
+  ];
+  return DTYPES.flatMap((dt) =>
+    list.map((c): OpCase => ({
+      name: `root ${dt} ${label(c)}`,
+      run(ref, dev, chk) {
+        const p = new Pair(ref, dev);
+        try {
+          const rng = new Rng(hash(this.name));
+          const { n, batch } = c, nn = n * n;
+          const a = stored(dt, spdItems(rng, n, batch));
+          if (c.bad !== undefined) a[c.bad * nn + nn - 1] = NaN;
+          const spec: NativeRootSpec = { p: c.p, floor: c.floor ?? 0, ridge: c.ridge ?? 0, newton: c.newton, maxIterations: c.maxIterations, retryFloat64: c.retryFloat64 };
+          let prev = stored(dt, rng.normals(batch * nn));
+          if (c.warm) {
+            const m = ops.matpow(p.keep(p.ref64(a, [n, n], batch)), c.p, { floor: c.floor ?? 0, ridge: c.ridge ?? 0 });
+            prev = stored(dt, rd(p.keep(m.out)));
+          }
+          const run = (b: Backend) => {
+            const A = p.keep(b.fromArray(typed(dt, a), [n, n], batch)), P = p.keep(b.fromArray(typed(dt, prev), [n, n], batch));
+            const O = c.inPlace ? P : p.keep(b.fromArray(typed(dt, new Float64Array(batch * nn).fill(-7.25)), [n, n], batch));
+            const info = Array.from(b.addon.root(A.native, P.native, O.native, spec));
+            return { info, out: rd(O), prev: rd(P) };
+          };
+          const r = run(ref), d = run(dev), d2 = run(dev);
+          const bounds = rootBounds(ref, p, dt, a, n, batch, spec);
+          chk.equal('out (second run)', d2.out, d.out);
+          for (let b = 0; b < batch; b++) {
+            const sl = (x: Float64Array) => x.subarray(b * nn, (b + 1) * nn);
+            if (b === c.bad) {
+              chk.truth(`item ${b} (NaN) must fail on both: info ${r.info[b]} (cpu) / ${d.info[b]} (dev)`, r.info[b] !== 0 && d.info[b] !== 0);
+              chk.equal(`item ${b} (NaN) keeps the previous root`, sl(d.out), sl(prev));
+              continue;
+            }
+            chk.truth(`item ${b}: info ${r.info[b]} (cpu) / ${d.info[b]} (dev)`, r.info[b] === 0 && d.info[b] === 0);
+            let diff = 0;
+            const od = sl(d.out), or = sl(r.out);
+            for (let i = 0; i < nn; i++) diff += (od[i] - or[i]) ** 2;
+            chk.ratio(`||root[${b}] dev - cpu||_F`, Math.sqrt(diff) / (2 * bounds[b]));
+          }
+          if (!c.inPlace) chk.equal('prev is not modified', d.prev, prev);
+        } finally {
+          p.dispose();
+        }
+      },
+    })),
+  );
+}
+
+// ---- jobs (lib/exec.ts record): run() and runAsync(), guards, rootRefresh ----------------
+
+/** Tensors of one job input set on one backend, made from the same host data for every run. */
+interface JobSet {
+  G: Tensor; // [6, 10] x 3: gradient blocks
+  H: Tensor; // [6, 6] x 3: statistics
+  R: Tensor; // [6, 6] x 3: previous roots
+  Rout: Tensor;
+  D: Tensor; // [6, 10] x 3: preconditioned
+  gs: Tensor[]; // flat entries (mixed dtypes) for the fused stages
+  ms: Tensor[];
+  ws: Tensor[];
+  vs: Tensor[];
+  accs: Tensor[];
+  mOut: Tensor[];
+  wOut: Tensor[];
+  vOut: Tensor[];
+  accOut: Tensor[];
+  dirs: Tensor[];
+  zs: Tensor[];
+  mOut2: Tensor[];
+  wOut2: Tensor[];
+}
+const JOB_SPECS: SpecList = [
+  ['float32', [60], 1],
+  ['float64', [7], 1],
+  ['float32', [33], 1],
+];
+
+function jobSet(p: Pair, b: Backend, dt: DType, data: Record<string, Float64Array | Float64Array[]>): JobSet {
+  const t = (k: string, shape: number[], batch: number) => p.keep(b.fromArray(typed(dt, data[k] as Float64Array), shape, batch));
+  const list = (k: string) => roleTensors(p, b, JOB_SPECS, data[k] as Float64Array[]);
+  return {
+    G: t('G', [6, 10], 3),
+    H: t('H', [6, 6], 3),
+    R: t('R', [6, 6], 3),
+    Rout: t('Rout', [6, 6], 3),
+    D: t('D', [6, 10], 3),
+    gs: list('g'),
+    ms: list('m'),
+    ws: list('w'),
+    vs: list('v'),
+    accs: list('acc'),
+    mOut: outTensors(p, b, JOB_SPECS),
+    wOut: outTensors(p, b, JOB_SPECS),
+    vOut: outTensors(p, b, JOB_SPECS),
+    accOut: outTensors(p, b, JOB_SPECS),
+    dirs: outTensors(p, b, JOB_SPECS),
+    zs: outTensors(p, b, JOB_SPECS),
+    mOut2: outTensors(p, b, JOB_SPECS),
+    wOut2: outTensors(p, b, JOB_SPECS),
+  };
+}
+const readSet = (s: JobSet): Float64Array[] =>
+  [s.H, s.R, s.Rout, s.D, ...s.mOut, ...s.wOut, ...s.vOut, ...s.accOut, ...s.dirs, ...s.zs, ...s.mOut2, ...s.wOut2].map(rd);
+
+/**
+ * A step-like sequence on one set: statistics (gram, addIdentity), roots (rootRefresh in a
+ * job, root immediately), preconditioning (gemm), grafting (graftMany, scaleByNormRatioMany),
+ * the fused final stages (updateMany, adamMany, axpbyOutMany) and a finiteness guard.
+ */
+function jobBody(s: JobSet, recording: boolean, spec: NativeRootSpec): { info?: number; failures?: number } {
+  const B = s.G.backend, A = B.addon;
+  const slots: { info?: number; failures?: number } = {};
+  ops.gram(s.G, 0, s.H, 0.5, 1);
+  ops.addIdentity(s.H, 1e-3);
+  if (recording) {
+    const r = A.rootRefresh(s.H.native, s.R.native, s.Rout.native, spec, new Int32Array(3), 3, 4);
+    slots.info = r.info;
+    slots.failures = r.failures;
+  } else {
+    A.root(s.H.native, s.R.native, s.Rout.native, spec);
+  }
+  ops.gemm(s.Rout, s.G, s.D);
+  A.graftMany('adagrad', natives(s.gs), natives(s.accs), null, natives(s.accOut), null, natives(s.dirs), { eps: 1e-6 });
+  ops.scaleByNormRatioMany(s.dirs, s.gs, 1e-16);
+  A.updateMany(natives(s.dirs), natives(s.ms), natives(s.ws), null, natives(s.mOut), natives(s.wOut), { lr: 0.1, momentum: 0.9, weightDecay: 0.01, nesterov: true, l2: true }, 5);
+  A.adamMany(natives(s.gs), natives(s.ms), natives(s.vs), natives(s.wOut), natives(s.mOut2), natives(s.vOut), natives(s.wOut2), { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, bc1: 0.19, bc2: 0.002, decoupled: true, weightDecay: 0.01 }, 6);
+  A.axpbyOutMany(natives(s.gs), natives(s.mOut), natives(s.zs), 1, 0.9);
+  if (recording) A.guardFinite(natives([...s.wOut2, ...s.zs]), 7);
+  return slots;
+}
+
+function jobCases(): OpCase[] {
+  const out: OpCase[] = [];
+  for (const dt of DTYPES) {
+    out.push({
+      name: `job ${dt}: a recorded step-like job, run() = runAsync() = the ops one by one, bit for bit; slots as the cpu's`,
+      async run(ref, dev, chk) {
+        const p = new Pair(ref, dev);
+        try {
+          const rng = new Rng(hash(this.name));
+          const data: Record<string, Float64Array | Float64Array[]> = {
+            G: stored(dt, rng.normals(180)),
+            H: stored(dt, spdItems(rng, 6, 3)),
+            R: stored(dt, rng.normals(108)),
+            Rout: new Float64Array(108).fill(-7.25),
+            D: new Float64Array(180),
+            g: roleData(rng, JOB_SPECS),
+            m: roleData(rng, JOB_SPECS),
+            w: roleData(rng, JOB_SPECS),
+            v: roleData(rng, JOB_SPECS, (x) => x * x),
+            acc: roleData(rng, JOB_SPECS, (x) => x * x),
+          };
+          const spec: NativeRootSpec = { p: -0.25, floor: 1e-6, ridge: 1e-8 };
+          // The ops one by one on the device (root() for rootRefresh).
+          const now = jobSet(p, dev, dt, data);
+          jobBody(now, false, spec);
+          const want = readSet(now);
+          // Recorded, then run on the main thread.
+          const a = jobSet(p, dev, dt, data);
+          let slotsA: { info?: number; failures?: number } = {};
+          const jobA = record(dev, () => (slotsA = jobBody(a, true, spec)));
+          chk.truth(`every op of the body was recorded: job size ${jobA.size}, expected 10`, jobA.size === 10);
+          chk.equal('nothing ran while recording', rd(a.Rout), data.Rout as Float64Array);
+          const resA = jobA.run();
+          // Recorded, then run on the libuv pool while the main thread works on other tensors.
+          const b = jobSet(p, dev, dt, data);
+          let slotsB: { info?: number; failures?: number } = {};
+          const jobB = record(dev, () => (slotsB = jobBody(b, true, spec)));
+          const pending = jobB.runAsync();
+          const x = stored(dt, rng.normals(4000));
+          const [Xr, Xd] = p.from(dt, x, [4000]);
+          const dots: number[] = [];
+          for (let i = 0; i < 10; i++) dots.push(ops.dot(Xd, Xd)[0]);
+          const resB = await pending;
+          chk.equal('main-thread dot meanwhile, every round the same', dots, new Array(10).fill(dots[0]));
+          chk.close('main-thread dot meanwhile vs cpu', [dots[0]], ops.dot(Xr, Xr), 2 * 4002 * U.float64 * ops.dot(Xr, Xr)[0]);
+          // The CPU's job, for the discrete results.
+          const c = jobSet(p, ref, dt, data);
+          let slotsC: { info?: number; failures?: number } = {};
+          const resC = record(ref, () => (slotsC = jobBody(c, true, spec))).run();
+          for (const [name, res, sl] of [['run()', resA, slotsA], ['runAsync()', resB, slotsB], ['cpu', resC, slotsC]] as const) {
+            chk.truth(`${name}: not aborted (${res.code ?? ''} ${res.index} ${res.tag})`, !res.aborted);
+            chk.equal(`${name}: root info slot`, res.slots[sl.info!], [0, 0, 0]);
+            chk.equal(`${name}: failure counts slot`, res.slots[sl.failures!], [0, 0, 0]);
+          }
+          const got = readSet(a), gotB = readSet(b);
+          want.forEach((w, i) => {
+            chk.equal(`tensor ${i}: run() vs the ops one by one`, got[i], w);
+            chk.equal(`tensor ${i}: runAsync() vs run()`, gotB[i], got[i]);
+          });
+          let again = '';
+          try {
+            jobA.run();
+          } catch (e) {
+            again = e instanceof KradagradError ? e.code : String(e);
+          }
+          chk.truth(`a job runs once: a second run() must throw INVALID_ARGUMENT, got '${again}'`, again === 'INVALID_ARGUMENT');
+        } finally {
+          p.dispose();
+        }
+      },
+    });
+    out.push({
+      name: `job ${dt}: guardFinite, rootRefresh failure counts and updateMany guards abort where the cpu's do; later ops do not run`,
+      async run(ref, dev, chk) {
+        const p = new Pair(ref, dev);
+        try {
+          const rng = new Rng(hash(this.name));
+          const n = 10, batch = 3, nn = n * n;
+          const fac = stored(dt, spdItems(rng, n, batch));
+          fac[nn + 3 * n + 2] = NaN; // item 1: every solver fails it
+          const prev = stored(dt, rng.normals(batch * nn));
+          const xs = stored(dt, rng.normals(50)), ok = stored(dt, rng.normals(50)), bad = Float64Array.from(ok);
+          bad[17] = Infinity;
+          const spec: NativeRootSpec = { p: -0.25, floor: 1e-6, ridge: 1e-8 };
+          type Scenario = { name: string; body: (t: Record<string, Tensor>, A: Backend['addon']) => { info?: number; failures?: number }; abort?: [string, number, number] };
+          const scenarios: Scenario[] = [
+            {
+              name: 'guardFinite, a non-finite entry',
+              body: (t, A) => (A.guardFinite(natives([t.ok, t.bad, t.ok]), 7), {}),
+              abort: ['NONFINITE', 1, 7],
+            },
+            { name: 'guardFinite, all finite', body: (t, A) => (A.guardFinite(natives([t.ok, t.ok]), 7), {}) },
+            {
+              name: 'rootRefresh, failures within maxFailures',
+              body: (t, A) => A.rootRefresh(t.fac.native, t.prev.native, t.out.native, spec, Int32Array.from([0, 2, 5]), 3, 9),
+            },
+            {
+              name: 'rootRefresh, failures past maxFailures',
+              body: (t, A) => A.rootRefresh(t.fac.native, t.prev.native, t.out.native, spec, Int32Array.from([0, 2, 5]), 2, 9),
+              abort: ['NONFINITE_FACTOR', 1, 9],
+            },
+            {
+              name: 'rootRefresh, the failing item inactive',
+              body: (t, A) => A.rootRefresh(t.fac.native, t.prev.native, t.out.native, spec, Int32Array.from([0, 2, 5]), 2, 9, Uint8Array.from([1, 0, 1])),
+            },
+            {
+              name: 'updateMany, a non-finite result in entry 1',
+              body: (t, A) => (A.updateMany(natives([t.ok, t.bad]), null, natives([t.x, t.x]), null, null, natives([t.w0, t.w1]), { lr: 0.1 }, 11), {}),
+              abort: ['NONFINITE', 1, 11],
+            },
+          ];
+          const tensors = (b: Backend): Record<string, Tensor> => {
+            const k = (d: Float64Array, shape: number[], bt = 1) => p.keep(b.fromArray(typed(dt, d), shape, bt));
+            return {
+              fac: k(fac, [n, n], batch),
+              prev: k(prev, [n, n], batch),
+              out: k(new Float64Array(batch * nn).fill(-7.25), [n, n], batch),
+              x: k(xs, [50]),
+              ok: k(ok, [50]),
+              bad: k(bad, [50]),
+              w0: k(new Float64Array(50), [50]),
+              w1: k(new Float64Array(50), [50]),
+              before: k(xs, [50]),
+              after: k(xs, [50]),
+            };
+          };
+          for (const sc of scenarios) {
+            const runOn = async (b: Backend, async: boolean) => {
+              const t = tensors(b);
+              let sl: { info?: number; failures?: number } = {};
+              const job = record(b, () => {
+                ops.scale(t.before, 2);
+                sl = sc.body(t, b.addon);
+                ops.fill(t.after, 3);
+              });
+              const res = async ? await job.runAsync() : job.run();
+              return { res, sl, before: rd(t.before), after: rd(t.after), out: rd(t.out) };
+            };
+            const runs = [
+              ['dev run()', await runOn(dev, false)],
+              ['dev runAsync()', await runOn(dev, true)],
+              ['cpu run()', await runOn(ref, false)],
+            ] as const;
+            const scaled = stored(dt, Float64Array.from(xs, (v) => 2 * v));
+            for (const [who, x] of runs) {
+              const w = `${sc.name}, ${who}`;
+              const aborted = sc.abort !== undefined;
+              chk.truth(`${w}: aborted ${x.res.aborted}, expected ${aborted}`, x.res.aborted === aborted);
+              if (sc.abort) {
+                const [code, index, tag] = sc.abort;
+                chk.truth(`${w}: ${x.res.code} at ${x.res.index} tag ${x.res.tag}, expected ${code} at ${index} tag ${tag}`, x.res.code === code && x.res.index === index && x.res.tag === tag);
+              }
+              chk.equal(`${w}: the op before the guard ran`, x.before, scaled);
+              chk.equal(`${w}: the op after the guard ${aborted ? 'did not run' : 'ran'}`, x.after, aborted ? xs : new Float64Array(50).fill(3));
+              if (x.sl.info !== undefined) {
+                const inactive = sc.name.includes('inactive');
+                const info = Array.from(x.res.slots[x.sl.info]), fails = Array.from(x.res.slots[x.sl.failures!]);
+                chk.truth(`${w}: info ${info} (item 1 ${inactive ? 'inactive: 0' : 'fails'}, the others 0)`, info[0] === 0 && info[2] === 0 && (inactive ? info[1] === 0 : info[1] !== 0));
+                chk.equal(`${w}: failure counts`, fails, inactive ? [0, 2, 0] : [0, 3, 0]);
+                chk.equal(`${w}: item 1 keeps the previous root`, x.out.subarray(nn, 2 * nn), prev.subarray(nn, 2 * nn));
+              }
+            }
+            const [, dA] = runs[0], [, dB] = runs[1], [, c] = runs[2];
+            chk.equal(`${sc.name}: runAsync() out vs run() out`, dB.out, dA.out);
+            if (dA.sl.info !== undefined) {
+              const bounds = rootBounds(ref, p, dt, fac, n, batch, spec);
+              for (const b of [0, 2]) {
+                let diff = 0;
+                for (let i = b * nn; i < (b + 1) * nn; i++) diff += (dA.out[i] - c.out[i]) ** 2;
+                chk.ratio(`${sc.name}: ||root[${b}] dev - cpu||_F`, Math.sqrt(diff) / (2 * bounds[b]));
+              }
+            }
+          }
+        } finally {
+          p.dispose();
+        }
+      },
+    });
+  }
+  return out;
+}
+
+// ---- whole optimizer steps ----------------------------------------------------------------
+
+type MakeOpt = (params: NamedParams, b: Backend, f64: boolean, extra?: Record<string, unknown>) => Optimizer;
+/**
+ * The optimizers on small well-conditioned problems (factor eigenvalues >= epsilon well
+ * above float32's rounding of the largest): the cross-backend check then measures the
+ * device's arithmetic, not how two float32 runs lose an ill-conditioned factor differently.
+ * Each run exercises a fused stage: graftMany (adagrad, adam), updateMany (momentum,
+ * nesterov, l2, decoupled, the pre-start external direction), axpbyOutMany (the pre-start
+ * raw momentum of Shampoo float64), adamMany; rootRefresh and guardFinite in every
+ * Kronecker step job.
+ */
+const STEP_KINDS: [string, boolean, MakeOpt][] = [
+  ['KradagradStar', true, (q, b, f64, e) => new KradagradStar(q, { backend: b, lr: 0.05, blockSize: 8, rootFrequency: 2, momentum: 0.9, grafting: 'adagrad', epsilon: 1e-2, weightDecay: 1e-3, ...(f64 ? { statisticsDtype: 'float64' } : {}), ...e })],
+  ['Kradagrad', true, (q, b, f64, e) => new Kradagrad(q, { backend: b, lr: 0.05, blockSize: 8, rootFrequency: 2, momentum: 0.5, epsilon: 1e-2, ...(f64 ? { statisticsDtype: 'float64' } : {}), ...e })],
+  ['Shampoo float32', true, (q, b, f64, e) => new Shampoo(q, { backend: b, lr: 0.05, blockSize: 8, rootFrequency: 2, momentum: 0.9, nesterov: true, weightDecay: 0.01, grafting: 'adam', epsilon: 0.1, ...(f64 ? { statisticsDtype: 'float64' } : {}), ...e })],
+  ['Shampoo float64', true, (q, b, _f64, e) => new Shampoo(q, { backend: b, lr: 0.05, blockSize: 8, rootFrequency: 2, momentum: 0.9, weightDecay: 0.01, weightDecayMode: 'decoupled', grafting: 'adagrad', startStep: 3, epsilon: 0.1, statisticsDtype: 'float64', ...e })],
+  ['Adam', false, (q, b, _f64, e) => new Adam(q, { backend: b, lr: 0.01, weightDecay: 0.01, ...e })],
+  ['Sgd', false, (q, b, _f64, e) => new Sgd(q, { backend: b, lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 1e-3, ...e })],
+];
+/** Parameters: blocks of 8 and their remainders, a float64 parameter among float32 ones. */
+const STEP_PARAMS: [string, number[], DType][] = [
+  ['w', [9, 7], 'float32'],
+  ['b', [7], 'float64'],
+  ['c', [3, 4, 5], 'float32'],
+  ['e', [40, 33], 'float32'],
+];
+const STEP_COUNT = 6;
+/** The step forward-error factor: the device may be this much less accurate than the CPU. */
+export const STEP_ERROR_FACTOR = 4;
+
+function stepCases(): OpCase[] {
+  return STEP_KINDS.map(([kind, kronecker, make]) => ({
+    name: `optimizer step ${kind}: device vs cpu against a float64 run (${STEP_COUNT} steps), step = stepAsync bit for bit${kronecker ? ', asyncRoots' : ''}`,
+    async run(ref, dev, chk) {
+      const rng = new Rng(hash(this.name));
+      const init = STEP_PARAMS.map(([, s, dt]) => stored(dt, rng.normals(prod(s), 0.5)));
+      const grads = Array.from({ length: STEP_COUNT }, () => STEP_PARAMS.map(([, s, dt]) => stored(dt, rng.normals(prod(s)))));
+      /** One run: the parameters after each step (host mode), and the final state. */
+      const run = async (b: Backend, f64: boolean, mode: 'step' | 'stepAsync', extra: Record<string, unknown> = {}) => {
+        const data = init.map((d, j) => (f64 || STEP_PARAMS[j][2] === 'float64' ? Float64Array.from(d) : Float32Array.from(d)));
+        const opt = make(Object.fromEntries(STEP_PARAMS.map(([name, shape], j) => [name, { data: data[j], shape }])), b, f64, extra);
+        const traj: Float64Array[][] = [];
+        try {
+          for (let t = 0; t < STEP_COUNT; t++) {
+            const g = Object.fromEntries(STEP_PARAMS.map(([name], j) => [name, f64 || STEP_PARAMS[j][2] === 'float64' ? Float64Array.from(grads[t][j]) : Float32Array.from(grads[t][j])]));
+            if (mode === 'step') opt.step(g);
+            else await opt.stepAsync(g);
+            traj.push(data.map((d) => Float64Array.from(d)));
+          }
+          return { traj, state: opt.saveState() };
+        } finally {
+          opt.dispose();
+        }
+      };
+      const exact = await run(ref, true, 'step');
+      const cpu = await run(ref, false, 'step');
+      const sync = await run(dev, false, 'step');
+      const asy = await run(dev, false, 'stepAsync');
+      const dist = (x: Float64Array[], y: Float64Array[]) => Math.sqrt(x.reduce((s, d, j) => s + d.reduce((q, v, i) => q + (v - y[j][i]) ** 2, 0), 0));
+      const notes: string[] = [];
+      for (let t = 0; t < STEP_COUNT; t++) {
+        const eCpu = dist(cpu.traj[t], exact.traj[t]), eDev = dist(sync.traj[t], exact.traj[t]);
+        const wNorm = Math.sqrt(exact.traj[t].reduce((s, d) => s + d.reduce((q, v) => q + v * v, 0), 0));
+        const allowed = STEP_ERROR_FACTOR * eCpu + 2 * U.float32 * wNorm;
+        chk.ratio(`step ${t + 1}: device error ${eDev.toExponential(2)} vs ${STEP_ERROR_FACTOR} x cpu error ${eCpu.toExponential(2)} + 2u||W||`, eDev / allowed);
+        notes.push(`${t + 1}: dev ${eDev.toExponential(1)} cpu ${eCpu.toExponential(1)}`);
+        sync.traj[t].forEach((d, j) => chk.equal(`step ${t + 1} '${STEP_PARAMS[j][0]}': stepAsync vs step (device)`, asy.traj[t][j], d));
+        if (sync.traj[t].some((d, j) => d.some((v, i) => !Object.is(v, cpu.traj[t][j][i])))) chk.exact = false;
+      }
+      chk.note(`device ${chk.exact ? '=' : '!='} cpu bit for bit; errors vs float64: ${notes.join(', ')}`);
+      chk.truth('saveState after stepAsync = after step (device)', asy.state.equals(sync.state));
+      if (kronecker) {
+        // Background root refreshes: the same run whether the steps are sync or async, and
+        // not the synchronous-roots run (the roots are one refresh older).
+        const bg = await run(dev, false, 'stepAsync', { asyncRoots: true });
+        const bgSync = await run(dev, false, 'step', { asyncRoots: true });
+        bg.traj.forEach((st, t) => st.forEach((d, j) => chk.equal(`asyncRoots step ${t + 1} '${STEP_PARAMS[j][0]}': step vs stepAsync`, bgSync.traj[t][j], d)));
+        chk.truth('asyncRoots: saveState after step = after stepAsync', bg.state.equals(bgSync.state));
+        chk.truth('asyncRoots: the run differs from the synchronous-roots run', dist(bg.traj[STEP_COUNT - 1], sync.traj[STEP_COUNT - 1]) > 0);
+      }
+    },
+  }));
+}
+
 /** Every case, in a stable order. */
 export function opCases(): OpCase[] {
   return [
@@ -991,6 +1919,10 @@ export function opCases(): OpCase[] {
     ...multiCases(),
     ...boxesManyCases(),
     ...asyncAndErrorCases(),
+    ...fusedStageCases(),
+    ...rootCases(),
+    ...jobCases(),
+    ...stepCases(),
   ];
 }
 
