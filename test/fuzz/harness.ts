@@ -84,7 +84,7 @@ function ranges(xs: number[]): string {
 
 function runChild(seed: number, cases: number[], opts: FuzzOptions): Promise<ChildRun> {
   return new Promise((resolve) => {
-    const env = { ...process.env, KRADAGRAD_FUZZ_FAMILY: opts.families?.join(',') ?? '' };
+    const env: NodeJS.ProcessEnv = { ...process.env, KRADAGRAD_FUZZ_FAMILY: opts.families?.join(',') ?? '' };
     // One BLAS thread per child: two children share the two cores.
     env.OPENBLAS_NUM_THREADS = env.OPENBLAS_NUM_THREADS ?? '1';
     const p = spawn(process.execPath, ['-r', register, childTs, String(seed), ranges(cases)], { env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -277,7 +277,7 @@ const gemm: Builder = (ctx, tf, dt) => {
       name: 'C',
       v: c,
       muts: c
-        ? tensorMuts(ctx, tf, c, { dtype: true, optional: true, shapes: [['rows + 1', [m + 1, n], bc], ['batch + 1', [m, n], bc + 1]] })
+        ? tensorMuts(ctx, tf, c, { dtype: true, optional: true, shapes: [['rows + 1', [m + 1, n], bc], ...(ba > 1 || bb > 1 ? [['batch + 1', [m, n], bc + 1] as [string, number[], number]] : [])] })
         : tensorMuts(ctx, tf, a, { optional: true }).slice(0, 6),
     },
     {
@@ -578,7 +578,11 @@ const boxes: Builder = (ctx, tf, dt) => {
   const scatter = r.bool();
   const args: Arg[] = [
     { name: 'full', v: F, muts: tensorMuts(ctx, tf, F, { dtype: true, shapes: [['batch 2', full, 2], ['rank + 1', [...full, 1], 1]] }) },
-    { name: 'blocks', v: Bk, muts: tensorMuts(ctx, tf, Bk, { dtype: true, shapes: [['rank + 1', [...ext, 1], nb], ['too few items', ext, nbox + first - 1 || 1]].filter((s) => !(s[2] === nb && s[0] === 'too few items')) as [string, number[], number][] }) },
+    {
+      name: 'blocks',
+      v: Bk,
+      muts: tensorMuts(ctx, tf, Bk, { dtype: true, shapes: [['rank + 1', [...ext, 1], nb], ...(nbox + first > 1 ? [['too few items', ext, nbox + first - 1] as [string, number[], number]] : [])] }),
+    },
     { name: 'offsets', v: offsets, muts: offsetsMuts(r, rank, nbox, full, ext, nb - first) },
     { name: 'scatter', v: scatter, muts: boolMuts(r).concat([{ name: 'scatter null', make: () => null, codes: ['INVALID_ARGUMENT'] }]) },
     { name: 'first', v: first, muts: intMuts(r, [nb - nbox + 1, -1]) },
@@ -596,10 +600,10 @@ const many: Builder = (ctx, tf, dt) => {
   const ops = k.ops as unknown as Record<string, (...a: unknown[]) => unknown>;
   const call = (x: unknown[]) => ops[which](...x);
   const L = (l: Tensor[], name: string, dtypeBound = true): Arg => ({ name, v: l, muts: listMuts(ctx, tf, l, true, dtypeBound) });
-  const num = (name: string, v = r.floats(1)[0]): Arg => ({ name, v, muts: numberMuts(r, [], false) });
+  const num = (name: string, v = r.floats(1)[0], optional = false): Arg => ({ name, v, muts: numberMuts(r, [], optional) });
   switch (which) {
     case 'axpbyMany':
-      return { name: which, call, args: [L(list(), 'xs'), L(list(), 'ys'), num('alpha'), num('beta')] };
+      return { name: which, call, args: [L(list(), 'xs'), L(list(), 'ys'), num('alpha'), num('beta', undefined, true)] };
     case 'copyMany':
       return { name: which, call, args: [L(list(), 'srcs', false), L(list(), 'dsts', false)] };
     case 'mulAccMany':

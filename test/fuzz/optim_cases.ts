@@ -45,6 +45,9 @@ export function scratchDir(): string {
   return tmpDir;
 }
 
+/** Steps skipped under onNonFinite 'skip' (BaseOptimizer.skippedSteps; not on the Optimizer interface). */
+const skippedOf = (o: Optimizer): number => (o as unknown as { skippedSteps: number }).skippedSteps;
+
 function construct(ctx: Ctx, kind: Kind, params: unknown, opts: unknown): Optimizer {
   const C = (ctx.k as unknown as Record<Kind, new (p: unknown, o: unknown) => Optimizer>)[kind];
   return new C(params, opts);
@@ -252,14 +255,14 @@ const stepCall = (s: Session, grads: unknown, useAsync = s.ctx.r.bool()) => () =
 
 /** A bad step: rejected (or skipped under onNonFinite 'skip') with the state unchanged. */
 function badStep(s: Session, what: string, grads: unknown, codes: string[], nonFinite = false): InputSpec {
-  const skippedBefore = s.opt.skippedSteps;
+  const skippedBefore = skippedOf(s.opt);
   return {
     what: `${s.kind} step: ${what}`,
     expect: 'reject',
     codes,
     watch: watchOf(s),
     run: stepCall(s, grads),
-    skipped: nonFinite && s.opts.onNonFinite === 'skip' ? () => (s.opt as unknown as { skippedSteps: number }).skippedSteps === skippedBefore + 1 : undefined,
+    skipped: nonFinite && s.opts.onNonFinite === 'skip' ? () => skippedOf(s.opt) === skippedBefore + 1 : undefined,
   };
 }
 
@@ -402,6 +405,7 @@ const BAD_INPUTS: [number, BadInput][] = [
       ['the own state with step 2^60 (resealed)', () => withHeader(s.ctx, own, (h) => (h.__metadata__.step = '1152921504606846976'))],
       ['the own state with another kind (resealed)', () => withHeader(s.ctx, own, (h) => (h.__metadata__.kind = s.kind === 'Sgd' ? 'adam' : 'sgd'))],
       ['the own state with params "[]" (resealed)', () => withHeader(s.ctx, own, (h) => (h.__metadata__.params = '[]'))],
+      ['the own state with an unknown counter (resealed)', () => withHeader(s.ctx, own, (h) => (h.__metadata__.counters = JSON.stringify({ ...JSON.parse(h.__metadata__.counters as string), extra: 1 })))],
       ['the own state with counters junk (resealed)', () => withHeader(s.ctx, own, (h) => (h.__metadata__.counters = r.pick(['{"failures":"x"}', '[]', '{"pending":[{"step":1e400}]}', 'null', '{"failures":[[[1e99]]]}'])))],
       ['the own state with a tensor renamed (resealed)', () => withHeader(s.ctx, own, (h) => {
         const k = Object.keys(h).find((x) => x !== '__metadata__');
@@ -481,14 +485,14 @@ const BAD_INPUTS: [number, BadInput][] = [
     const lr = big ? BASE_LR[s.kind] : r.pick([1e39, 1e300, 1.7e308]);
     if (!big && !s.lr.fn) return undefined;
     s.lr.now = lr;
-    const skippedBefore = s.opt.skippedSteps;
+    const skippedBefore = skippedOf(s.opt);
     return {
       what: `${s.kind} step: ${big ? 'huge gradient values' : `learning rate ${lr}`}`,
       expect: 'either',
       codes: ['NONFINITE', 'NONFINITE_FACTOR'],
       watch: watchOf(s),
       run: stepCall(s, gradArgs(s, g)),
-      skipped: s.opts.onNonFinite === 'skip' ? () => s.opt.skippedSteps === skippedBefore + 1 : undefined,
+      skipped: s.opts.onNonFinite === 'skip' ? () => skippedOf(s.opt) === skippedBefore + 1 : undefined,
       afterAccept: () => {
         s.applied.push({ grads: g, lr });
         s.tainted = true;
@@ -500,6 +504,27 @@ const BAD_INPUTS: [number, BadInput][] = [
 
 /** Terminal bad inputs: the optimizer (or a parameter) is unusable afterwards. */
 const TERMINAL: BadInput[] = [
+  (s) => {
+    // A host parameter's array detached while a stepAsync is in flight: the step cannot
+    // write its result back, so it must be rejected with nothing changed.
+    if (s.device || s.arrays()[0].buffer instanceof SharedArrayBuffer) return undefined;
+    const watch = () => `${s.opt.stepCount}#${normalizedState(s.opt.saveState())}`;
+    return {
+      what: `${s.kind} stepAsync: parameter '${s.specs[0].name}' detached while the step is in flight`,
+      expect: 'reject',
+      codes: ['SHAPE_MISMATCH'],
+      watch,
+      run: async () => {
+        const p = s.opt.stepAsync(gradArgs(s, gradValues(s)) as never);
+        // Before the step is recorded, or after (while its job runs), at random.
+        for (let i = s.ctx.r.int(0, 8); i > 0; i--) await Promise.resolve();
+        const arrays = s.arrays();
+        detached(arrays[0]);
+        s.over = 'broken';
+        return p;
+      },
+    };
+  },
   (s) => {
     s.opt.dispose();
     s.over = 'disposed';
@@ -522,6 +547,7 @@ const TERMINAL: BadInput[] = [
     // tensor disposed by the caller: the optimizer holds its own view of the storage, so a
     // step may go on (either outcome is fine; nothing may crash).
     if (s.device) (s.paramValues[0] as Tensor).dispose();
+    else if (s.arrays()[0].buffer instanceof SharedArrayBuffer) return undefined; // a shared buffer cannot be detached
     else detached(s.arrays()[0]);
     s.over = 'broken';
     return {
@@ -833,7 +859,7 @@ export async function extremeCase(ctx: Ctx): Promise<void> {
   if (ex.epsilon === 0 && kind === 'Kradagrad') options.damping = true;
   let opt: Optimizer | undefined;
   await ctx.input({
-    what: `new ${kind} with extreme options ${show(ex)}`,
+    what: `new ${kind} with extreme options ${JSON.stringify(ex)} (${show(opts)})`,
     expect: 'either',
     codes: ['INVALID_OPTION'],
     watch: built.read,
@@ -846,14 +872,14 @@ export async function extremeCase(ctx: Ctx): Promise<void> {
   for (let i = 0; i < r.int(1, 4); i++) {
     const g: Record<string, FloatArray> = {};
     for (const p of specs) g[p.name] = arrayOf(p.dtype, r.floats(prod(p.shape)).map((x) => x * scale));
-    const skipped = o.skippedSteps;
+    const skipped = skippedOf(o);
     const res = await ctx.input({
-      what: `${kind} extreme ${show(ex)} step ${i + 1} (gradients x ${scale})`,
+      what: `${kind} extreme ${JSON.stringify(ex)} ${JSON.stringify({ ...opts, backend: undefined })} step ${i + 1} (gradients x ${scale})`,
       expect: 'either',
       codes: ['NONFINITE', 'NONFINITE_FACTOR'],
       watch: () => `${o.stepCount}#${built.read()}#${normalizedState(o.saveState())}`,
       run: stepCall({ ctx, opt: o } as Session, g),
-      skipped: options.onNonFinite === 'skip' ? () => o.skippedSteps === skipped + 1 : undefined,
+      skipped: options.onNonFinite === 'skip' ? () => skippedOf(o) === skipped + 1 : undefined,
       afterAccept: () => (built.arrays().every((a) => allFinite(a)) ? stateFinite(o.saveState()) : 'an accepted step left non-finite parameters'),
     });
     if (!res.accepted && !(res.error === undefined)) break;

@@ -4,7 +4,7 @@ import type { FuzzOptions } from './harness';
 /** The default seed: fixed, so CI runs the same inputs every time; KRADAGRAD_FUZZ_SEED changes it. */
 export const DEFAULT_SEED = 20261211;
 /** Enough cases for well over 1,000 bad inputs per run. */
-export const DEFAULT_CASES = 1400;
+export const DEFAULT_CASES = 3000;
 
 export function fuzzSettings(env: NodeJS.ProcessEnv): FuzzOptions {
   const s = env.KRADAGRAD_FUZZ_SEED;

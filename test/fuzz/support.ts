@@ -52,12 +52,16 @@ export class Rng {
   }
 }
 
-/** A seed for case `i` of a run seeded with `seed` (independent streams per case). */
+/** A 32-bit finalizer with full avalanche (every input bit flips each output bit with p ~ 1/2). */
+function mix32(x: number): number {
+  x = Math.imul(x ^ (x >>> 16), 0x7feb352d);
+  x = Math.imul(x ^ (x >>> 15), 0x846ca68b);
+  return (x ^ (x >>> 16)) >>> 0;
+}
+/** A seed for case `i` of a run seeded with `seed` (independent streams per case and per seed). */
 export function caseSeed(seed: number, i: number): number {
-  let h = (seed ^ 0x9e3779b9) >>> 0;
-  h = Math.imul(h ^ (i + 0x7f4a7c15), 0x85ebca6b) >>> 0;
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
-  return (h ^ (h >>> 16)) >>> 0;
+  const s = mix32(mix32(seed >>> 0) ^ mix32(Math.floor(seed / 2 ** 32) + 0x9e3779b9));
+  return mix32((s + Math.imul(i + 1, 0x9e3779b9)) >>> 0);
 }
 
 /** A typed array whose buffer has been detached (transferred away). */
@@ -67,8 +71,8 @@ export function detached<T extends ArrayBufferView>(a: T): T {
 }
 /** A Float32Array / Float64Array of `n` values backed by a SharedArrayBuffer. */
 export function shared(dtype: 'float32' | 'float64', values: ArrayLike<number>): Float32Array | Float64Array {
-  const C = dtype === 'float32' ? Float32Array : Float64Array;
-  const a = new C(new SharedArrayBuffer(values.length * C.BYTES_PER_ELEMENT));
+  const sab = new SharedArrayBuffer(values.length * (dtype === 'float32' ? 4 : 8)) as unknown as ArrayBuffer;
+  const a = dtype === 'float32' ? new Float32Array(sab) : new Float64Array(sab);
   a.set(values as number[]);
   return a;
 }
