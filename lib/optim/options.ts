@@ -91,11 +91,13 @@ const FLOAT32_MAX = 3.4028234663852886e38;
 const MAX_ROOT_FAILURES = 0x7fffffff;
 /**
  * KrADagrad*: L0 = I / epsilon, and the first statistics update forms L H L = H / epsilon^2
- * (H = G G^T of a gradient block) before normalizing it. The smallest epsilon per statistics
- * dtype keeps 1 / epsilon^2 a factor of about 3e6 (float32) or 2e8 (float64) below the
- * largest finite value, so gradient blocks with Gram entries up to that size stay finite.
+ * (H = G G^T of a gradient block) before normalizing it; the first preconditioned direction
+ * is then about |G| / sqrt(epsilon), and it is cast to the parameter's dtype (float32 even
+ * with float64 statistics). The smallest epsilon per statistics dtype keeps both finite for
+ * ordinary gradients: float32, 1 / epsilon^2 = 1e32 (Gram entries up to ~3e6); float64,
+ * 1 / sqrt(epsilon) = 1e32 (gradient blocks up to ~3e6 in a float32 parameter).
  */
-export const KRADAGRAD_STAR_MIN_EPSILON = { float32: 1e-16, float64: 1e-150 } as const;
+export const KRADAGRAD_STAR_MIN_EPSILON = { float32: 1e-16, float64: 1e-64 } as const;
 
 function num(v: unknown, dflt: number, what: string, range: string, ok: (x: number) => boolean): number {
   if (v === undefined) return dflt;
@@ -248,7 +250,7 @@ export function resolveKradagradStar(opts: KradagradStarOptions | undefined): Re
   expectOption(
     r.epsilon >= minEps,
     'KradagradStar.epsilon',
-    `a number >= ${minEps} with ${r.statisticsDtype} statistics (L0 = I / epsilon; the first update forms H / epsilon^2)`,
+    `a number >= ${minEps} with ${r.statisticsDtype} statistics (L0 = I / epsilon: the first update forms H / epsilon^2, the first direction is about |G| / sqrt(epsilon))`,
     r.epsilon,
   );
   const damping = num(o.damping, 0, 'KradagradStar.damping', '>= 0', (x) => x >= 0);

@@ -71,10 +71,11 @@ export interface PreconditionerOptions extends BaseOptions {
   /**
    * matrix epsilon: Shampoo S0 = eps I; KrADagrad* L0 = I / eps; KrADagrad damping.
    * Default 1e-6. Ranges: >= 0 (Shampoo with eps 0 needs an explicit eigenvalueFloor);
-   * KrADagrad* >= 1e-16 with float32 statistics, >= 1e-150 with float64, because its first
-   * update forms L H L = H / eps^2 (a gradient block whose Gram entries exceed
-   * eps^2 * 3.4e38 in float32 overflows it: that step is rejected with NONFINITE and
-   * changes nothing); KrADagrad with damping < 1.
+   * KrADagrad* >= 1e-16 with float32 statistics, >= 1e-64 with float64, because its first
+   * update forms L H L = H / eps^2 and its first direction is about |G| / sqrt(eps) in the
+   * parameter's dtype (a gradient block whose Gram entries exceed eps^2 * 3.4e38 with
+   * float32 statistics overflows them: that step is rejected with NONFINITE and changes
+   * nothing); KrADagrad with damping < 1.
    */
   epsilon?: number;
   /** Statistics EMA: 1 = sum (AdaGrad-like). Default 1. */
