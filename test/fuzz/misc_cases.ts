@@ -102,9 +102,12 @@ export async function tensorCase(ctx: Ctx): Promise<void> {
       run: () => (view = own(ctx, big.reshape(s as number[], b as number))),
     });
     if (res.accepted && view) {
-      // Were such a view accepted, boxes and scatter through it must still be safe.
+      // Were such a view accepted, boxes and scatter through it must still be safe: a box
+      // in the middle of every dim is far outside the real 1024 elements when they lie.
       const blocks = own(ctx, B.tensor('float32', view.shape.map(() => 1), 1));
-      await ctx.input({ what: 'ops.boxes through an accepted odd view', expect: 'either', run: () => k.ops.boxes(view!, blocks, [view!.shape.map(() => 0)], true) });
+      const mid = [view.shape.map((d) => Math.floor(d / 2))];
+      await ctx.input({ what: 'ops.boxes gather through an accepted odd view', expect: 'either', run: () => k.ops.boxes(view!, blocks, mid, false) });
+      await ctx.input({ what: 'ops.boxes scatter through an accepted odd view', expect: 'either', run: () => k.ops.boxes(view!, blocks, mid, true) });
     }
   } else if (which === 6) {
     const s = badShape(r);
