@@ -22,6 +22,7 @@
       ],
       "defines": [
         "NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED",
+        "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS",
         "KRAD_ABI_VERSION=<!(node -p \"require('./package.json').kradagrad.abi\")"
       ],
       "cflags!": ["-fno-exceptions"],

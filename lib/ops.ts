@@ -2,17 +2,23 @@
  * Typed tensor operations. Each runs on the backend of its tensors (all must share one);
  * outputs are written in place into the tensors given, or allocated when omitted and
  * returned. Shapes are per item; a batch of 1 broadcasts where noted.
+ *
+ * Arguments are checked here for the messages (tensors made by a Backend, options objects
+ * with known keys and typed values, per-item coefficient arrays that are not empty, offset
+ * lists that are arrays of arrays) and again natively for everything that could overrun
+ * memory; every rejection is a KradagradError with a code.
  */
 import { KradagradError, describe, rejectUnknownKeys } from './errors';
 import { NativeTensor } from './native';
-import { Backend, Tensor } from './tensor';
+import { Backend, Tensor, isTensor } from './tensor';
 
-function be(...ts: Tensor[]): Backend {
+function be(...ts: unknown[]): Backend {
+  if (ts.length === 0) throw new KradagradError('Expected kradagrad Tensor arguments but received none', 'INVALID_ARGUMENT');
   for (const t of ts) {
-    if (!(t instanceof Tensor)) throw new KradagradError('Expected kradagrad Tensor arguments', 'INVALID_HANDLE');
+    if (!isTensor(t)) throw new KradagradError(`Expected kradagrad Tensor arguments but received ${describe(t)}`, 'INVALID_HANDLE');
   }
-  const b = ts[0].backend;
-  for (const t of ts) {
+  const b = (ts[0] as Tensor).backend;
+  for (const t of ts as Tensor[]) {
     if (t.backend.addon !== b.addon) {
       throw new KradagradError(`Tensors live on different backends (${b.name} and ${t.backend.name})`, 'BACKEND_MISMATCH');
     }
@@ -21,6 +27,62 @@ function be(...ts: Tensor[]): Backend {
 }
 const n = (t: Tensor): NativeTensor => t.native;
 type Coeff = number | number[] | Float64Array;
+
+/** An optional output tensor: undefined or null means "allocate one"; anything else must be a Tensor. */
+function optional(t: unknown, what: string): Tensor[] {
+  if (t === undefined || t === null) return [];
+  if (!isTensor(t)) throw new KradagradError(`Expected a kradagrad Tensor or undefined for ${what} but received ${describe(t)}`, 'INVALID_HANDLE');
+  return [t];
+}
+
+/** An options object: undefined (no options) or an object with known keys only. */
+function options<T extends object>(opts: unknown, known: string[], where: string): T {
+  if (opts === undefined) return {} as T;
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) {
+    throw new KradagradError(`Expected an options object for ${where} but received ${describe(opts)}`, 'INVALID_OPTION');
+  }
+  rejectUnknownKeys(opts, known, where);
+  return opts as T;
+}
+
+/** `allowFailures` is a boolean when given (a string such as 'no' would otherwise read as true). */
+function allowFailures(opts: { allowFailures?: unknown }, where: string): boolean {
+  const v = opts.allowFailures;
+  if (v !== undefined && typeof v !== 'boolean') {
+    throw new KradagradError(`Expected a boolean for ${where}.allowFailures but received ${describe(v)}`, 'INVALID_OPTION');
+  }
+  return v === true;
+}
+
+/**
+ * A per-item coefficient: a number, or one value per item. An empty array (or a Float64Array
+ * whose buffer was detached, which reads as empty) would silently mean the default for every
+ * item, so it is refused.
+ */
+function coeff(c: unknown, what: string): Coeff {
+  if ((Array.isArray(c) || ArrayBuffer.isView(c)) && (c as { length?: number }).length === 0) {
+    throw new KradagradError(`Expected a number or one coefficient per item for ${what} but received an empty array (a detached buffer?)`, 'INVALID_OPTION');
+  }
+  return c as Coeff;
+}
+
+/**
+ * Offsets of boxes (one array per box) flattened for the addon. Not Array.prototype.flat:
+ * it skips holes, which would turn a malformed offset into fewer boxes silently; holes
+ * stay `undefined` here and the addon rejects them.
+ */
+function flatOffsets(offsets: unknown, rank: number, where: string): unknown[] {
+  if (!Array.isArray(offsets) || !offsets.every((o) => Array.isArray(o))) {
+    throw new KradagradError(`${where}: expected an array of offset arrays (one per box) but received ${describe(offsets)}`, 'INVALID_ARGUMENT');
+  }
+  const flat: unknown[] = [];
+  (offsets as unknown[][]).forEach((o, b) => {
+    // Flattened, an offset of the wrong length would shift every later box (or make two).
+    if (o.length !== rank) throw new KradagradError(`${where}: box ${b} has ${o.length} offsets but the tensor has rank ${rank}`, 'SHAPE_MISMATCH');
+    for (let j = 0; j < o.length; j++) flat.push(o[j]);
+  });
+  return flat;
+}
 
 export interface GemmOptions {
   transA?: boolean;
@@ -31,9 +93,9 @@ export interface GemmOptions {
   beta?: number;
 }
 /** C = alpha op(A) op(B) + beta C, batched; A or B may have batch 1 (broadcast). */
-export function gemm(a: Tensor, b: Tensor, c?: Tensor, opts: GemmOptions = {}): Tensor {
-  rejectUnknownKeys(opts, ['transA', 'transB', 'alpha', 'beta'], 'gemm');
-  const B = be(a, b, ...(c ? [c] : []));
+export function gemm(a: Tensor, b: Tensor, c?: Tensor, opts?: GemmOptions): Tensor {
+  opts = options<GemmOptions>(opts, ['transA', 'transB', 'alpha', 'beta'], 'gemm');
+  const B = be(a, b, ...optional(c, 'C'));
   if (!c) {
     const m = opts.transA ? a.shape[1] : a.shape[0];
     const nn = opts.transB ? b.shape[0] : b.shape[1];
@@ -48,7 +110,7 @@ export function gemm(a: Tensor, b: Tensor, c?: Tensor, opts: GemmOptions = {}): 
 
 /** H = alpha G_(mode) G_(mode)^T + beta H: contraction of G with itself over all axes but `mode`. */
 export function gram(g: Tensor, mode: number, h?: Tensor, alpha = 1, beta = 0): Tensor {
-  const B = be(g, ...(h ? [h] : []));
+  const B = be(g, ...optional(h, 'H'));
   if (!h) {
     const d = g.shape[mode];
     if (d === undefined) throw new KradagradError(`gram: mode ${mode} out of range for shape [${g.shape}]`, 'INVALID_ARGUMENT');
@@ -63,7 +125,7 @@ export function gram(g: Tensor, mode: number, h?: Tensor, alpha = 1, beta = 0): 
  * `transM = true` this contracts axis `mode` of G with axis 0 of M (tensordot).
  */
 export function modeProduct(g: Tensor, mode: number, m: Tensor, out?: Tensor, transM = false): Tensor {
-  const B = be(g, m, ...(out ? [out] : []));
+  const B = be(g, m, ...optional(out, 'out'));
   if (!out) {
     if (g.shape[mode] === undefined || m.shape.length !== 2) {
       throw new KradagradError(`modeProduct: mode ${mode} / matrix [${m.shape}] do not fit [${g.shape}]`, 'SHAPE_MISMATCH');
@@ -76,8 +138,15 @@ export function modeProduct(g: Tensor, mode: number, m: Tensor, out?: Tensor, tr
   return out;
 }
 
-/** Per-item outcome of a batched eigensolver call: 0 = ok, > 0 = that item failed. */
+/**
+ * Per-item outcome of a batched eigensolver call: 0 = ok, > 0 = the eigensolver failed on
+ * that item, -1 (matpow) = the eigendecomposition worked but the power is not finite (p < 0
+ * with an eigenvalue at a floor that is 0 in the dtype, or an overflow). Failed items of
+ * matpow's output keep their previous contents.
+ */
 export type SolverInfo = Int32Array;
+/** SolverInfo value of an item whose power is not finite (native/core/ops.h kNonFiniteResult). */
+export const NONFINITE_RESULT = -1;
 
 function throwOnFailure(info: SolverInfo, op: string, a: Tensor): void {
   const bad = info.findIndex((x) => x !== 0);
@@ -85,6 +154,13 @@ function throwOnFailure(info: SolverInfo, op: string, a: Tensor): void {
   const finite = a.backend.addon.allFinite(n(a));
   if (!finite[bad]) {
     throw new KradagradError(`${op}: item ${bad} of the input is not finite`, 'NONFINITE', { item: bad });
+  }
+  if (info[bad] === NONFINITE_RESULT) {
+    throw new KradagradError(
+      `${op}: the result of item ${bad} is not finite (a negative power of an eigenvalue at a floor that is 0 in ${a.dtype}, or an overflow); the output item keeps its previous contents`,
+      'NONFINITE',
+      { item: bad, info: info[bad] },
+    );
   }
   throw new KradagradError(`${op}: the eigensolver failed on item ${bad} (info ${info[bad]})`, 'EIGH_FAILED', {
     item: bad,
@@ -112,22 +188,22 @@ function eighOut(a: Tensor): { w: Tensor; v: Tensor } {
 }
 
 /** Batched symmetric eigendecomposition (the lower triangle is read). */
-export function eigh(a: Tensor, opts: EighOptions = {}): EighResult {
-  rejectUnknownKeys(opts, ['allowFailures'], 'eigh');
+export function eigh(a: Tensor, opts?: EighOptions): EighResult {
+  const allow = allowFailures(options<EighOptions>(opts, ['allowFailures'], 'eigh'), 'eigh');
   const B = be(a);
   const { w, v } = eighOut(a);
   const info = B.addon.eigh(n(a), n(w), n(v));
-  if (!opts.allowFailures) throwOnFailure(info, 'eigh', a);
+  if (!allow) throwOnFailure(info, 'eigh', a);
   return { w, v, info };
 }
 
 /** {@link eigh} off the main thread (libuv pool); the event loop stays free meanwhile. */
-export async function eighAsync(a: Tensor, opts: EighOptions = {}): Promise<EighResult> {
-  rejectUnknownKeys(opts, ['allowFailures'], 'eighAsync');
+export async function eighAsync(a: Tensor, opts?: EighOptions): Promise<EighResult> {
+  const allow = allowFailures(options<EighOptions>(opts, ['allowFailures'], 'eighAsync'), 'eighAsync');
   const B = be(a);
   const { w, v } = eighOut(a);
   const info = await B.addon.eighAsync(n(a), n(w), n(v));
-  if (!opts.allowFailures) throwOnFailure(info, 'eighAsync', a);
+  if (!allow) throwOnFailure(info, 'eighAsync', a);
   return { w, v, info };
 }
 
@@ -144,38 +220,40 @@ export interface MatpowOptions {
 const matpowKeys = ['floor', 'ridge', 'out', 'allowFailures'];
 
 /** A^p = V diag(max(w, floor)^p) V^T of symmetric PSD matrices, (w, V) = eigh(A + ridge I). */
-export function matpow(a: Tensor, p: number, opts: MatpowOptions = {}): { out: Tensor; info: SolverInfo } {
-  rejectUnknownKeys(opts, matpowKeys, 'matpow');
-  const B = be(a, ...(opts.out ? [opts.out] : []));
-  const out = opts.out ?? B.tensor(a.dtype, a.shape, a.batch);
-  const info = B.addon.matpow(n(a), p, opts.floor ?? 0, opts.ridge ?? 0, n(out));
-  if (!opts.allowFailures) throwOnFailure(info, 'matpow', a);
+export function matpow(a: Tensor, p: number, opts?: MatpowOptions): { out: Tensor; info: SolverInfo } {
+  const o = options<MatpowOptions>(opts, matpowKeys, 'matpow');
+  const allow = allowFailures(o, 'matpow');
+  const B = be(a, ...optional(o.out, 'matpow out'));
+  const out = o.out ?? B.tensor(a.dtype, a.shape, a.batch);
+  const info = B.addon.matpow(n(a), p, o.floor ?? 0, o.ridge ?? 0, n(out));
+  if (!allow) throwOnFailure(info, 'matpow', a);
   return { out, info };
 }
 
 /** {@link matpow} off the main thread. */
-export async function matpowAsync(a: Tensor, p: number, opts: MatpowOptions = {}): Promise<{ out: Tensor; info: SolverInfo }> {
-  rejectUnknownKeys(opts, matpowKeys, 'matpowAsync');
-  const B = be(a, ...(opts.out ? [opts.out] : []));
-  const out = opts.out ?? B.tensor(a.dtype, a.shape, a.batch);
-  const info = await B.addon.matpowAsync(n(a), p, opts.floor ?? 0, opts.ridge ?? 0, n(out));
-  if (!opts.allowFailures) throwOnFailure(info, 'matpowAsync', a);
+export async function matpowAsync(a: Tensor, p: number, opts?: MatpowOptions): Promise<{ out: Tensor; info: SolverInfo }> {
+  const o = options<MatpowOptions>(opts, matpowKeys, 'matpowAsync');
+  const allow = allowFailures(o, 'matpowAsync');
+  const B = be(a, ...optional(o.out, 'matpowAsync out'));
+  const out = o.out ?? B.tensor(a.dtype, a.shape, a.batch);
+  const info = await B.addon.matpowAsync(n(a), p, o.floor ?? 0, o.ridge ?? 0, n(out));
+  if (!allow) throwOnFailure(info, 'matpowAsync', a);
   return { out, info };
 }
 
 /** y = alpha x + beta y; alpha/beta are numbers or one value per item. */
 export function axpby(x: Tensor, y: Tensor, alpha: Coeff, beta: Coeff = 1): Tensor {
-  be(x, y).addon.axpby(n(x), n(y), alpha, beta);
+  be(x, y).addon.axpby(n(x), n(y), coeff(alpha, 'alpha'), coeff(beta, 'beta'));
   return y;
 }
 /** x *= alpha (number or per item). */
 export function scale(x: Tensor, alpha: Coeff): Tensor {
-  be(x).addon.scale(n(x), alpha);
+  be(x).addon.scale(n(x), coeff(alpha, 'alpha'));
   return x;
 }
 /** A += alpha I (number or per item). */
 export function addIdentity(a: Tensor, alpha: Coeff): Tensor {
-  be(a).addon.addIdentity(n(a), alpha);
+  be(a).addon.addIdentity(n(a), coeff(alpha, 'alpha'));
   return a;
 }
 /** A = (A + A^T) / 2. */
@@ -223,7 +301,8 @@ export function allFinite(x: Tensor): boolean[] {
  * items first, first+1, ... of `blocks` (item shape = box extents), or back when `scatter`.
  */
 export function boxes(full: Tensor, blocks: Tensor, offsets: number[][], scatter = false, first = 0): void {
-  be(full, blocks).addon.boxes(n(full), n(blocks), offsets.flat(), scatter, first);
+  const B = be(full, blocks);
+  B.addon.boxes(n(full), n(blocks), flatOffsets(offsets, full.shape.length, 'boxes') as number[], scatter, first);
 }
 
 /** Norm grafting, per item: d *= ||a||_F / (||d||_F + eps), computed on the backend (no host round trip on GPUs). */
@@ -241,6 +320,7 @@ export function inverseUpdate(l: Tensor, t: Tensor, m: Tensor, kind: 'trace' | '
 }
 /** Finiteness of many tensors at once (one synchronization): true = no NaN/Inf. */
 export function allFiniteMany(xs: Tensor[]): boolean[] {
+  if (!Array.isArray(xs)) throw new KradagradError(`allFiniteMany: expected an array of tensors but received ${describe(xs)}`, 'INVALID_ARGUMENT');
   if (xs.length === 0) return [];
   return Array.from(be(...xs).addon.allFiniteMany(xs.map(n)), (v) => v === 1);
 }
@@ -258,7 +338,8 @@ function beMany(where: string, ...lists: Tensor[][]): Backend | undefined {
   for (const l of lists) {
     if (l.length !== n) throw new KradagradError(`${where}: the tensor lists have different lengths (${n} and ${l.length})`, 'SHAPE_MISMATCH');
   }
-  return n === 0 ? undefined : be(...lists.flat());
+  // Array.from, not flat(): a hole in a list is an entry (undefined) to reject, not one to skip.
+  return n === 0 ? undefined : be(...lists.flatMap((l) => Array.from(l)));
 }
 
 /** ys[i] = alpha xs[i] + beta ys[i] for every i. */
@@ -290,7 +371,8 @@ export function boxesMany(fulls: Tensor[], blocks: Tensor, offsets: number[][][]
     throw new KradagradError(`boxesMany: ${fulls.length} tensors but ${offsets.length} offset lists and ${firsts.length} first items`, 'SHAPE_MISMATCH');
   }
   if (fulls.length === 0) return;
-  be(...fulls, blocks).addon.boxesMany(fulls.map(n), n(blocks), offsets.map((o) => o.flat()), firsts, scatter);
+  const B = be(...fulls, blocks);
+  B.addon.boxesMany(fulls.map(n), n(blocks), offsets.map((o, i) => flatOffsets(o, fulls[i].shape.length, `boxesMany entry ${i}`) as number[]), firsts, scatter);
 }
 
 export interface RootOptions {

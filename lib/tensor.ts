@@ -23,26 +23,60 @@ const registry = new FinalizationRegistry<NativeTensor>((n) => {
   if (!n.disposed) n.dispose();
 });
 
+/**
+ * The tensors this module made. `instanceof Tensor` also holds for objects that merely
+ * have Tensor's prototype (`Object.create(Tensor.prototype)`), whose fields are anything;
+ * every method and every op checks membership here instead, so such an object is an
+ * INVALID_HANDLE error and never a TypeError from deep inside.
+ */
+const genuine = new WeakSet<object>();
+
+/**
+ * The prototypes of the addons' NativeTensor handles (recorded when a Backend is made). A
+ * Tensor's handle must have one of them; the handle's members are native functions that
+ * check the receiver themselves, so even `Object.create(thatPrototype)` only ever throws
+ * INVALID_HANDLE. (A set of prototypes rather than `instanceof addon.NativeTensor`: tools
+ * such as bench/calls.ts wrap the addon in a Proxy.)
+ */
+const nativePrototypes = new WeakSet<object>();
+
+/** Whether `t` is a tensor made by kradagrad (not merely something with Tensor's prototype). */
+export function isTensor(t: unknown): t is Tensor {
+  return typeof t === 'object' && t !== null && genuine.has(t);
+}
+
+/** The native handle of a genuine tensor; INVALID_HANDLE for anything else. */
+function nativeOf(t: unknown, what = 'tensor'): NativeTensor {
+  if (!isTensor(t)) throw new KradagradError(`Expected a kradagrad Tensor for ${what} but received ${describe(t)} (not made by a Backend)`, 'INVALID_HANDLE');
+  return t.native;
+}
+
 export class Tensor {
   /** @internal */ readonly native: NativeTensor;
   readonly backend: Backend;
 
   /** @internal Use Backend.tensor / Backend.fromArray. */
   constructor(backend: Backend, native: NativeTensor) {
+    // Only a Backend and a handle of its own addon make a tensor (the addon checks the
+    // handle itself again on every use).
+    if (!(backend instanceof Backend) || typeof native !== 'object' || native === null || !nativePrototypes.has(Object.getPrototypeOf(native))) {
+      throw new KradagradError('Tensors are made by Backend.tensor / Backend.fromArray (or reshape); this constructor got something else', 'INVALID_HANDLE');
+    }
     this.backend = backend;
     this.native = native;
     registry.register(this, native, this);
+    genuine.add(this);
   }
   get dtype(): DType {
-    return this.native.dtype;
+    return nativeOf(this).dtype;
   }
   /** Shape of one item. */
   get shape(): number[] {
-    return this.native.shape;
+    return nativeOf(this).shape;
   }
   /** Number of items. */
   get batch(): number {
-    return this.native.batch;
+    return nativeOf(this).batch;
   }
   /** Elements in one item. */
   get itemSize(): number {
@@ -53,28 +87,33 @@ export class Tensor {
     return this.itemSize * this.batch;
   }
   get bytes(): number {
-    return this.native.bytes;
+    return nativeOf(this).bytes;
   }
   get disposed(): boolean {
-    return this.native.disposed;
+    return nativeOf(this).disposed;
   }
   /** Copies the whole tensor to the host (into `into` when given). */
   read(into?: FloatArray): FloatArray {
-    return this.native.read(into);
+    return nativeOf(this).read(into);
   }
   /** Overwrites the whole tensor from host data of the same dtype and length. */
   write(data: FloatArray): this {
-    this.native.write(data);
+    nativeOf(this).write(data);
     return this;
   }
-  /** A view of the same storage as `batch` items of `shape` (same element count). */
+  /**
+   * A view of the same storage as `batch` items of `shape` (same element count). The
+   * element count is computed natively with overflow checks: dims whose product passes
+   * 2^53 (or wraps around to the real count) are INVALID_ARGUMENT.
+   */
   reshape(shape: number[], batch = 1): Tensor {
-    return new Tensor(this.backend, this.native.reshape(batch, shape));
+    return new Tensor(this.backend, nativeOf(this).reshape(batch, shape));
   }
   /** Frees the native memory now. Idempotent; later use throws DISPOSED. */
   dispose(): void {
+    const n = nativeOf(this);
     registry.unregister(this);
-    this.native.dispose();
+    n.dispose();
   }
   [Symbol.dispose](): void {
     this.dispose();
@@ -97,6 +136,8 @@ export class Backend {
 
   /** @internal */
   constructor(addon: NativeAddon, report: LoadReport) {
+    const proto = (addon?.NativeTensor as { prototype?: unknown } | undefined)?.prototype;
+    if (proto && typeof proto === 'object') nativePrototypes.add(proto);
     this.addon = addon;
     this.report = report;
     this.name = report.backend;

@@ -228,6 +228,18 @@ export abstract class BaseOptimizer implements Optimizer {
       }
       throw err;
     }
+    // The new values go back into the host arrays after the commit; an array detached or
+    // replaced while a stepAsync was in flight cannot take them, so that is checked first
+    // (rejecting after the commit would leave a rejected step that changed the state).
+    for (const i of tx.activeSlots) {
+      const s = this.slots[i];
+      if (s.host && s.host.length !== s.size) {
+        throw new KradagradError(
+          `The data array of parameter '${s.name}' now has ${s.host.length} elements, expected ${s.size} (detached while the step was in flight?); the step was rejected and the state is unchanged`,
+          'SHAPE_MISMATCH',
+        );
+      }
+    }
     tx.commit(r);
     this.t = tx.t;
     for (const i of tx.activeSlots) {
@@ -340,8 +352,12 @@ export abstract class BaseOptimizer implements Optimizer {
   protected counters(): Record<string, unknown> {
     return {};
   }
-  /** Validates counters of a checkpoint; returns what applies them (run only when everything is valid). */
-  protected restoreCounters(_c: Record<string, unknown>): () => void {
+  /** Validates counters of a checkpoint; returns what applies them (run only when everything is valid). This optimizer has none. */
+  protected restoreCounters(c: Record<string, unknown>): () => void {
+    const extra = Object.keys(c);
+    if (extra.length) {
+      throw new KradagradError(`Checkpoint does not fit this optimizer: '${this.kind}' has no counters, the checkpoint has ${extra.map((k) => `'${k}'`).join(', ')}`, 'STATE_FORMAT');
+    }
     return () => undefined;
   }
   /**
@@ -370,6 +386,7 @@ export abstract class BaseOptimizer implements Optimizer {
   }
 
   stateBytes(): number {
+    if (this.disposed) throw new KradagradError(`${this.kind}: the optimizer has been disposed (stateBytes)`, 'DISPOSED');
     const seen = new Set<Tensor>();
     let bytes = 0;
     for (const e of this.stateTensors()) {

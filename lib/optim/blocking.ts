@@ -3,13 +3,40 @@
  * dims, cut large dims into blocks, and group same-shape blocks of all parameters so that
  * each group is one batched tensor (a step costs a few batched calls per group, not one
  * call per block).
+ *
+ * These functions are exported, so their arguments are checked (INVALID_ARGUMENT): shapes
+ * are arrays of positive safe integers, block sizes positive safe integers, and a
+ * partition may hold at most MAX_BLOCKS blocks (a bad block size must not make it build
+ * billions of objects).
  */
+import { KradagradError, describe } from '../errors';
+
+/** The most blocks one parameter may be cut into. */
+export const MAX_BLOCKS = 1 << 22;
+
+const bad = (where: string, what: string, v: unknown): never => {
+  throw new KradagradError(`${where}: expected ${what} but received ${describe(v)}`, 'INVALID_ARGUMENT');
+};
+function checkShape(shape: unknown, where: string): readonly number[] {
+  if (!Array.isArray(shape) || shape.length > 64) bad(where, 'a shape (an array of at most 64 positive integers)', shape);
+  for (let i = 0; i < (shape as unknown[]).length; i++) {
+    const d = (shape as unknown[])[i];
+    if (!Number.isSafeInteger(d) || (d as number) < 1) bad(where, `positive integer dims, dim ${i} is not one`, d);
+  }
+  return shape as number[];
+}
+function checkBlockSize(b: unknown, where: string): number {
+  if (!Number.isSafeInteger(b) || (b as number) < 1) bad(where, 'a block size (a positive integer)', b);
+  return b as number;
+}
 
 /**
  * Merges adjacent dims left to right while their running product stays <= blockSize
  * (dims of 1 vanish). [2,3,16,4] with 8 -> [6,16,4]; [8,5] with 128 -> [40]; [] -> [].
  */
 export function mergeDims(shape: readonly number[], blockSize: number): number[] {
+  checkShape(shape, 'mergeDims');
+  checkBlockSize(blockSize, 'mergeDims');
   const out: number[] = [];
   let prod = 1;
   for (const d of shape) {
@@ -39,6 +66,12 @@ export function splitDim(d: number, blockSize: number): { start: number; len: nu
 
 /** Blocks of `shape`: cartesian product of per-dim ranges, dim 0 slowest. */
 export function partition(shape: readonly number[], blockSize: number): Block[] {
+  checkShape(shape, 'partition');
+  checkBlockSize(blockSize, 'partition');
+  const count = shape.reduce((n, d) => n * Math.ceil(d / blockSize), 1);
+  if (count > MAX_BLOCKS) {
+    throw new KradagradError(`partition: [${shape}] in blocks of ${blockSize} makes ${count} blocks, more than ${MAX_BLOCKS}; use a larger blockSize`, 'INVALID_ARGUMENT');
+  }
   let blocks: Block[] = [{ offset: [], extent: [] }];
   for (const d of shape) {
     const ranges = splitDim(d, blockSize);
@@ -96,12 +129,21 @@ export interface BlockGroup {
 }
 
 export function planParam(name: string, shape: number[], blockSize: number, merge: boolean): ParamPlan {
+  if (typeof name !== 'string') bad('planParam', 'a parameter name (a string)', name);
+  checkShape(shape, 'planParam');
+  checkBlockSize(blockSize, 'planParam');
+  if (typeof merge !== 'boolean') bad('planParam', 'a boolean for merge', merge);
   const transformed = merge ? mergeDims(shape, blockSize) : shape.filter((d) => d > 1);
   return { name, shape, transformed, blocks: transformed.length ? partition(transformed, blockSize) : [] };
 }
 
 /** Groups blocks by extent, in first-seen order (deterministic). */
 export function groupBlocks(plans: ParamPlan[]): BlockGroup[] {
+  if (!Array.isArray(plans)) bad('groupBlocks', 'an array of parameter plans', plans);
+  plans.forEach((p, i) => {
+    if (!p || typeof p !== 'object' || !Array.isArray(p.blocks)) bad('groupBlocks', `a plan (with blocks) at ${i}`, p);
+    for (const b of p.blocks) if (!b || typeof b !== 'object' || !Array.isArray(b.extent)) bad('groupBlocks', `blocks with extents in plan ${i}`, b);
+  });
   const groups = new Map<string, BlockGroup>();
   plans.forEach((p, pi) =>
     p.blocks.forEach((b, bi) => {

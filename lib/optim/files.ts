@@ -52,8 +52,14 @@ export function writeFileAtomic(file: unknown, data: Uint8Array): void {
     fd = undefined;
     fs.renameSync(tmp, target);
   } catch (e) {
-    if (fd !== undefined) fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
+    // Clean-up is best effort: on a path the system refuses (a NUL byte, a name too long,
+    // a parent that is a file) it fails the same way, and must not replace the coded error.
+    try {
+      if (fd !== undefined) fs.closeSync(fd);
+      fs.rmSync(tmp, { force: true });
+    } catch {
+      /* nothing was written there, or it cannot be removed */
+    }
     throw ioError('write the checkpoint', target, e);
   }
   fsyncDir(path.dirname(target));
@@ -72,8 +78,9 @@ export async function writeFileAtomicAsync(file: unknown, data: Uint8Array): Pro
     h = undefined;
     await fs.promises.rename(tmp, target);
   } catch (e) {
+    // As writeFileAtomic: the clean-up never replaces the coded error.
     if (h) await h.close().catch(() => undefined);
-    await fs.promises.rm(tmp, { force: true });
+    await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
     throw ioError('write the checkpoint', target, e);
   }
   try {

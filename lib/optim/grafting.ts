@@ -86,6 +86,12 @@ class MomentGraft implements Graft {
       n(dirs),
       adam ? { eps, beta1: b1, beta2: b2, bc1: 1 - b1 ** tx.t, bc2: 1 - b2 ** tx.t } : { eps },
     );
+    // The new accumulators are state: a gradient too large for the dtype overflows acc
+    // (g^2) while the direction g / sqrt(acc) stays finite, so they get a guard of their own.
+    const names = idx.map((i) => this.slots[i].name);
+    const factors = [...names.map((p) => `the ${this.kind} graft accumulator of '${p}'`), ...(adam ? names.map((p) => `the adam graft moment of '${p}'`) : [])];
+    const tag = tx.guard({ kind: 'statistics', factors });
+    B.addon.guardFinite([...n(acc.map((p) => p[1])), ...(adam ? n(mom.map((p) => p[1])) : [])], tag);
     tx.onCommit(() => swapPairs([...acc, ...mom]));
     return dirs;
   }

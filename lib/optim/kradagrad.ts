@@ -8,6 +8,7 @@
  *   direction G~ x_ix P_ix (no grafting by default).
  * Its step count c starts at 0 (c = step - 1; schedule.ts). L0 = I.
  */
+import { KradagradError, describe } from '../errors';
 import * as ops from '../ops';
 import type { Tensor } from '../tensor';
 import { Group, KroneckerOptimizer } from './kronecker';
@@ -16,6 +17,10 @@ import type { KradagradOptions, NamedParams } from './types';
 
 /** The dimension updated at 0-based step c for a block of extents `dims`. */
 export function scheduleDim(c: number, dims: readonly number[]): number {
+  if (!Number.isSafeInteger(c) || c < 0) throw new KradagradError(`scheduleDim: expected a step count (an integer >= 0) but received ${describe(c)}`, 'INVALID_ARGUMENT');
+  if (!Array.isArray(dims) || dims.length === 0 || !dims.every((d) => Number.isSafeInteger(d) && d >= 1)) {
+    throw new KradagradError(`scheduleDim: expected a non-empty array of positive integer dims but received ${describe(dims)}`, 'INVALID_ARGUMENT');
+  }
   const k = dims.length;
   if (c < k * k) return c % k;
   const r = Math.floor(Math.sqrt(c));

@@ -482,10 +482,12 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
    * (the same op on the same snapshot gives the same roots, so the run continues exactly).
    */
   protected loadPlan(c: Record<string, unknown>, step: number): { tensors: StateTensor[]; commit: () => void; abandon: () => void } {
-    const counters = this.restoreCounters(c);
     const bad = (msg: string): never => {
       throw new KradagradError(`Checkpoint does not fit this optimizer: ${msg}`, 'STATE_FORMAT');
     };
+    const unknown = Object.keys(c).filter((k) => k !== 'failures' && k !== 'pending');
+    if (unknown.length) bad(`unknown counters ${unknown.map((k) => `'${k}'`).join(', ')}`);
+    const counters = this.restoreCounters(c);
     const list = c.pending ?? [];
     if (!Array.isArray(list)) bad('counters.pending is not an array');
     if ((list as unknown[]).length && !this.refresher.background) {

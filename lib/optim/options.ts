@@ -83,16 +83,30 @@ const preKeys = [
 ] as const;
 
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
-const isInt = (v: unknown): v is number => isNum(v) && Number.isInteger(v);
+// Safe integers only: 1e300 is an integer to JavaScript, but counts and frequencies beyond
+// 2^53 are not exact, and the addon rejects them at step time.
+const isInt = (v: unknown): v is number => isNum(v) && Number.isSafeInteger(v);
+const FLOAT32_MAX = 3.4028234663852886e38;
+/** Root-failure counts are int32 natively. */
+const MAX_ROOT_FAILURES = 0x7fffffff;
+/**
+ * KrADagrad*: L0 = I / epsilon, and the first statistics update forms L H L = H / epsilon^2
+ * (H = G G^T of a gradient block) before normalizing it; the first preconditioned direction
+ * is then about |G| / sqrt(epsilon), and it is cast to the parameter's dtype (float32 even
+ * with float64 statistics). The smallest epsilon per statistics dtype keeps both finite for
+ * ordinary gradients: float32, 1 / epsilon^2 = 1e32 (Gram entries up to ~3e6); float64,
+ * 1 / sqrt(epsilon) = 1e32 (gradient blocks up to ~3e6 in a float32 parameter).
+ */
+export const KRADAGRAD_STAR_MIN_EPSILON = { float32: 1e-16, float64: 1e-64 } as const;
 
 function num(v: unknown, dflt: number, what: string, range: string, ok: (x: number) => boolean): number {
   if (v === undefined) return dflt;
   expectOption(isNum(v) && ok(v), what, `a finite number ${range}`, v);
   return v;
 }
-function int(v: unknown, dflt: number, what: string, min: number): number {
+function int(v: unknown, dflt: number, what: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (v === undefined) return dflt;
-  expectOption(isInt(v) && v >= min, what, `an integer >= ${min}`, v);
+  expectOption(isInt(v) && v >= min && v <= max, what, max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer in [${min}, ${max}]`, v);
   return v;
 }
 function oneOf<T extends string>(v: unknown, dflt: T, what: string, allowed: readonly T[]): T {
@@ -197,7 +211,7 @@ function resolvePre(o: Record<string, unknown>, where: string, graftDefault: Gra
     startStep: int(o.startStep, 1, `${where}.startStep`, 0),
     statisticsDtype: oneOf(o.statisticsDtype, 'float32', `${where}.statisticsDtype`, ['float32', 'float64'] as const),
     rootMethod: resolveRootMethod(o.rootMethod, where),
-    maxRootFailures: int(o.maxRootFailures, 3, `${where}.maxRootFailures`, 0),
+    maxRootFailures: int(o.maxRootFailures, 3, `${where}.maxRootFailures`, 0, MAX_ROOT_FAILURES),
     asyncRoots,
   };
 }
@@ -206,10 +220,12 @@ export function resolveShampoo(opts: ShampooOptions | undefined): ResolvedShampo
   const o = checkObject(opts, 'Shampoo options');
   rejectUnknownKeys(o, [...preKeys, 'eigenvalueFloor'], 'Shampoo');
   const r = resolvePre(o, 'Shampoo', 'sgd');
-  // The inverse root needs a floor > 0: epsilon by default, so with epsilon 0 it must be given.
-  const floorValue = o.eigenvalueFloor === undefined && r.epsilon > 0 ? r.epsilon : o.eigenvalueFloor;
-  expectOption(isNum(floorValue) && floorValue > 0, 'Shampoo.eigenvalueFloor', 'a finite number > 0 (with epsilon 0, give one explicitly)', floorValue);
-  const eigenvalueFloor = floorValue as number;
+  // S0 = epsilon I is state from the start: it must be finite in the statistics dtype.
+  if (r.statisticsDtype === 'float32') expectOption(r.epsilon <= FLOAT32_MAX, 'Shampoo.epsilon', `a number in [0, ${FLOAT32_MAX}] with float32 statistics (S0 = epsilon I)`, r.epsilon);
+  const floorWhat = '> 0 (the inverse root needs it; with epsilon 0 give one explicitly)';
+  // With epsilon 0 there is no default floor: an absent one is an error (not NaN).
+  if (o.eigenvalueFloor === undefined && r.epsilon === 0) expectOption(false, 'Shampoo.eigenvalueFloor', `a finite number ${floorWhat}`, undefined);
+  const eigenvalueFloor = o.eigenvalueFloor === undefined ? r.epsilon : num(o.eigenvalueFloor, NaN, 'Shampoo.eigenvalueFloor', floorWhat, (x) => x > 0);
   if (r.rootMethod.method === 'newton') {
     // Newton cannot clamp eigenvalues. With beta2 = 1 the statistics are eps I plus PSD
     // terms, so no eigenvalue falls below eps and a floor <= eps never binds; otherwise it may.
@@ -227,9 +243,16 @@ export function resolveKradagradStar(opts: KradagradStarOptions | undefined): Re
   const o = checkObject(opts, 'KradagradStar options');
   rejectUnknownKeys(o, [...preKeys, 'normalization', 'damping'], 'KradagradStar');
   const r = resolvePre(o, 'KradagradStar', 'sgd');
-  // L0 = I / epsilon must be finite in the statistics dtype (float32: epsilon >= 2.9e-39).
-  const minEps = r.statisticsDtype === 'float32' ? 1 / 3.4028234663852886e38 : 1 / Number.MAX_VALUE;
-  expectOption(r.epsilon > 0 && r.epsilon >= minEps, 'KradagradStar.epsilon', `a number >= ${minEps.toPrecision(2)} (L0 = I / epsilon in ${r.statisticsDtype})`, r.epsilon);
+  // L0 = I / epsilon and the first update's L H L = H / epsilon^2 must be finite in the
+  // statistics dtype for ordinary gradients (see KRADAGRAD_STAR_MIN_EPSILON); below that,
+  // every step would be rejected as NONFINITE.
+  const minEps = KRADAGRAD_STAR_MIN_EPSILON[r.statisticsDtype];
+  expectOption(
+    r.epsilon >= minEps,
+    'KradagradStar.epsilon',
+    `a number >= ${minEps} with ${r.statisticsDtype} statistics (L0 = I / epsilon: the first update forms H / epsilon^2, the first direction is about |G| / sqrt(epsilon))`,
+    r.epsilon,
+  );
   const damping = num(o.damping, 0, 'KradagradStar.damping', '>= 0', (x) => x >= 0);
   // L - d L L^T with L0 = I / eps is (1 - d / eps) / eps I: it stays positive only for d < eps.
   expectOption(damping < r.epsilon, 'KradagradStar.damping', `a number in [0, epsilon = ${r.epsilon}) (damping >= epsilon makes L0 - d L0^2 <= 0)`, damping);

@@ -68,7 +68,15 @@ export type GraftType = 'none' | 'sgd' | 'adagrad' | 'adam';
 
 /** Options of the Kronecker-factored optimizers (KradagradStar, Kradagrad, Shampoo). */
 export interface PreconditionerOptions extends BaseOptions {
-  /** matrix epsilon: Shampoo S0 = eps I; KrADagrad* L0 = I / eps; KrADagrad damping. Default 1e-6. */
+  /**
+   * matrix epsilon: Shampoo S0 = eps I; KrADagrad* L0 = I / eps; KrADagrad damping.
+   * Default 1e-6. Ranges: >= 0 (Shampoo with eps 0 needs an explicit eigenvalueFloor);
+   * KrADagrad* >= 1e-16 with float32 statistics, >= 1e-64 with float64, because its first
+   * update forms L H L = H / eps^2 and its first direction is about |G| / sqrt(eps) in the
+   * parameter's dtype (a gradient block whose Gram entries exceed eps^2 * 3.4e38 with
+   * float32 statistics overflows them: that step is rejected with NONFINITE and changes
+   * nothing); KrADagrad with damping < 1.
+   */
   epsilon?: number;
   /** Statistics EMA: 1 = sum (AdaGrad-like). Default 1. */
   beta2?: number;
@@ -104,7 +112,7 @@ export interface PreconditionerOptions extends BaseOptions {
    * of a factor it cannot compute and counts the failure.
    */
   rootMethod?: 'eigh' | 'newton' | RootMethodConfig;
-  /** Consecutive root failures of one factor (after a float64 retry) before throwing NONFINITE_FACTOR. Default 3. */
+  /** Consecutive root failures of one factor (after a float64 retry) before throwing NONFINITE_FACTOR, in [0, 2^31 - 1]. Default 3. */
   maxRootFailures?: number;
   /**
    * Root refreshes in the background: a refresh due at step t runs off the main thread on
@@ -149,7 +157,7 @@ export interface KradagradStarOptions extends PreconditionerOptions {
    * code, which the golden trajectories use). Default 'paper'.
    */
   normalization?: 'paper' | 'reference';
-  /** Damping d: L <- L - d L L^T before each update (first-order form of adding d I to the statistic). Default 0. */
+  /** Damping d: L <- L - d L L^T before each update (first-order form of adding d I to the statistic), in [0, epsilon). Default 0. */
   damping?: number;
 }
 

@@ -281,6 +281,13 @@ Status matpow(const Tensor& a, double p, double floor, double ridge, Tensor& out
   KRAD_RETURN_IF_ERROR(be->syevd(dt, a2, w, v, n, b, info));
   KRAD_RETURN_IF_ERROR(be->eig_scale(dt, v, w, vs, n, b, p, floor));
   KRAD_RETURN_IF_ERROR(be->gemm(dt, false, true, n, n, n, 1.0, vs, n, nn, v, n, nn, 0.0, res, n, nn, b));
+  // A converged eigh does not make the power finite: an eigenvalue at a floor that is 0 in
+  // this dtype with p < 0, or max(w, floor)^p past the dtype's range, gives Inf/NaN. Such
+  // an item counts as failed, and `out` keeps its previous contents.
+  std::vector<uint8_t> finite;
+  KRAD_RETURN_IF_ERROR(be->all_finite(dt, res, b, nn, &finite));
+  for (int64_t i = 0; i < b; ++i)
+    if ((*info)[i] == 0 && !finite[i]) (*info)[i] = kNonFiniteResult;
   bool all_ok = true;
   for (int x : *info) all_ok = all_ok && x == 0;
   if (all_ok) return be->copy(out.data(), res, mat_bytes);

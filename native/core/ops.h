@@ -26,7 +26,10 @@ Status mode_product(const Tensor& g, int mode, const Tensor& m, Tensor& out, boo
 Status eigh(const Tensor& a, Tensor& w, Tensor& v, std::vector<int>* info);
 
 // out = V diag(max(w, floor)^p) V^T where (w, V) = eigh(A + ridge I). Items whose eigh
-// failed (info[b] > 0) are left as they were in `out`, so a caller keeps its previous root.
+// failed (info[b] > 0) are left as they were in `out`, so a caller keeps its previous root;
+// so are items whose power is not finite (info[b] = kNonFiniteResult): p < 0 with a floor
+// that is 0 in the dtype (below float32's smallest positive value), or an overflow.
+constexpr int kNonFiniteResult = -1;
 Status matpow(const Tensor& a, double p, double floor, double ridge, Tensor& out,
               std::vector<int>* info);
 

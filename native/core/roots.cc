@@ -172,13 +172,18 @@ Status root(const Tensor& a, const Tensor& prev, Tensor& out, const RootSpec& s,
   KRAD_RETURN_IF_ERROR(copy(out, *r64));
   std::vector<int> i64;
   KRAD_RETURN_IF_ERROR(matpow(*s64, s.p, s.floor, s.ridge, *r64, &i64));
-  const int64_t nn = a.item_numel();
+  // Rounded to float32 aside first: a root finite in float64 may overflow float32, and then
+  // the item fails and keeps its previous root (out may be prev: it is not written before).
+  TensorPtr r32;
+  KRAD_RETURN_IF_ERROR(temp_like(a, DType::F32, &r32));
+  KRAD_RETURN_IF_ERROR(copy(*r64, *r32));
+  std::vector<uint8_t> finite;
+  KRAD_RETURN_IF_ERROR(all_finite(*r32, &finite));
   for (int64_t b = 0; b < batch; ++b) {
     if ((*info)[b] == 0) continue;
-    (*info)[b] = i64[b];
-    if (i64[b] != 0) continue;
-    KRAD_RETURN_IF_ERROR(a.backend()->cast(DType::F64, static_cast<const double*>(r64->data()) + b * nn, DType::F32,
-                                           static_cast<float*>(out.data()) + b * nn, static_cast<size_t>(nn)));
+    (*info)[b] = i64[b] == 0 && !finite[b] ? kNonFiniteResult : i64[b];
+    if ((*info)[b] != 0) continue;
+    KRAD_RETURN_IF_ERROR(copy_item(*r32, out, b));
   }
   return Status::Ok();
 }

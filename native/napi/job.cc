@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "addon_data.h"
+#include "args.h"
 #include "errors.h"
 
 namespace krad_napi {
@@ -133,34 +134,56 @@ Napi::Value ResultObject(Napi::Env env, const RunState& r) {
   return o;
 }
 
+// Marks real job handles (see tensor_handle.cc): the members below are plain functions that
+// check `this` themselves, so a forged receiver is INVALID_HANDLE, not an uncoded error.
+const napi_type_tag kJobTag = {0x6b72616461677261ULL, 0x642d6a6f622d2d2dULL};
+
 class JobHandle : public Napi::ObjectWrap<JobHandle> {
  public:
   static Napi::Function Init(Napi::Env env) {
-    return DefineClass(env, "NativeJob",
-                       {InstanceMethod<&JobHandle::RunSync>("run"), InstanceMethod<&JobHandle::RunAsync>("runAsync"),
-                        InstanceMethod<&JobHandle::Wait>("wait"), InstanceAccessor<&JobHandle::Size>("size")});
+    Napi::Function ctor = DefineClass(env, "NativeJob", {});
+    using PD = Napi::PropertyDescriptor;
+    ctor.Get("prototype").As<Napi::Object>().DefineProperties({
+        PD::Value("run", Napi::Function::New(env, &JobHandle::RunSync, "run")),
+        PD::Value("runAsync", Napi::Function::New(env, &JobHandle::RunAsync, "runAsync")),
+        PD::Value("wait", Napi::Function::New(env, &JobHandle::Wait, "wait")),
+        PD::Accessor<&JobHandle::Size>("size"),
+    });
+    return ctor;
   }
   explicit JobHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JobHandle>(info) {
     if (info.Length() != 1 || !info[0].IsExternal())
       throw_error(info.Env(), "INVALID_ARGUMENT", "NativeJob cannot be constructed directly; use endJob()");
     job_ = *info[0].As<Napi::External<std::shared_ptr<Job>>>().Data();
+    napi_type_tag_object(info.Env(), info.This(), &kJobTag);
   }
 
  private:
+  static JobHandle* Self(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Value v = info.This();
+    bool tagged = false;
+    void* raw = nullptr;
+    if (!v.IsObject() || napi_check_object_type_tag(env, v, &kJobTag, &tagged) != napi_ok || !tagged ||
+        napi_unwrap(env, v, &raw) != napi_ok || !raw)
+      throw_error(env, "INVALID_HANDLE", "Expected a kradagrad job handle (from endJob()) but received " + describe_value(v));
+    return static_cast<JobHandle*>(raw);
+  }
   std::shared_ptr<Job> Take(Napi::Env env) {
     if (!job_) throw_error(env, "INVALID_ARGUMENT", "this job has already run");
     return std::move(job_);
   }
-  Napi::Value RunSync(const Napi::CallbackInfo& info) {
-    auto job = Take(info.Env());
+  static Napi::Value RunSync(const Napi::CallbackInfo& info) {
+    auto job = Self(info)->Take(info.Env());
     RunState r;
     r.status = job->Run(&r.ctx);
     return ResultObject(info.Env(), r);
   }
-  Napi::Value RunAsync(const Napi::CallbackInfo& info) {
-    auto job = Take(info.Env());
+  static Napi::Value RunAsync(const Napi::CallbackInfo& info) {
+    JobHandle* self = Self(info);
+    auto job = self->Take(info.Env());
     auto r = std::make_shared<RunState>();
-    async_ = r;
+    self->async_ = r;
     return QueueWork(
         info.Env(), "kradagrad.job",
         [job, r]() {
@@ -175,14 +198,16 @@ class JobHandle : public Napi::ObjectWrap<JobHandle> {
   // wait(): blocks the calling thread until a job started with runAsync() has run, and
   // returns its result (its promise settles later as usual). For synchronous callers that
   // must have a background job's results now.
-  Napi::Value Wait(const Napi::CallbackInfo& info) {
-    if (!async_) throw_error(info.Env(), "INVALID_ARGUMENT", "wait(): this job was not started with runAsync()");
-    std::unique_lock<std::mutex> lock(async_->mu);
-    async_->cv.wait(lock, [this] { return async_->done; });
-    return ResultObject(info.Env(), *async_);
+  static Napi::Value Wait(const Napi::CallbackInfo& info) {
+    std::shared_ptr<RunState> a = Self(info)->async_;
+    if (!a) throw_error(info.Env(), "INVALID_ARGUMENT", "wait(): this job was not started with runAsync()");
+    std::unique_lock<std::mutex> lock(a->mu);
+    a->cv.wait(lock, [&a] { return a->done; });
+    return ResultObject(info.Env(), *a);
   }
-  Napi::Value Size(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), job_ ? static_cast<double>(job_->ops.size()) : 0.0);
+  static Napi::Value Size(const Napi::CallbackInfo& info) {
+    JobHandle* self = Self(info);
+    return Napi::Number::New(info.Env(), self->job_ ? static_cast<double>(self->job_->ops.size()) : 0.0);
   }
   std::shared_ptr<Job> job_;
   std::shared_ptr<RunState> async_;

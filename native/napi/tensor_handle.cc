@@ -18,19 +18,24 @@ const napi_type_tag kHandleTag = {0x6b72616461677261ULL, 0x642d74656e736f72ULL};
 }  // namespace
 
 Napi::Function TensorHandle::Init(Napi::Env env) {
-  return DefineClass(env, "NativeTensor",
-                     {
-                         InstanceAccessor<&TensorHandle::Dtype>("dtype"),
-                         InstanceAccessor<&TensorHandle::Shape>("shape"),
-                         InstanceAccessor<&TensorHandle::Batch>("batch"),
-                         InstanceAccessor<&TensorHandle::BackendName>("backend"),
-                         InstanceAccessor<&TensorHandle::Bytes>("bytes"),
-                         InstanceAccessor<&TensorHandle::Disposed>("disposed"),
-                         InstanceMethod<&TensorHandle::Dispose>("dispose"),
-                         InstanceMethod<&TensorHandle::Read>("read"),
-                         InstanceMethod<&TensorHandle::Write>("write"),
-                         InstanceMethod<&TensorHandle::Reshape>("reshape"),
-                     });
+  Napi::Function ctor = DefineClass(env, "NativeTensor", {});
+  using PD = Napi::PropertyDescriptor;
+  auto method = [&](const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) {
+    return PD::Value(name, Napi::Function::New(env, fn, name));
+  };
+  ctor.Get("prototype").As<Napi::Object>().DefineProperties({
+      PD::Accessor<&TensorHandle::Dtype>("dtype"),
+      PD::Accessor<&TensorHandle::Shape>("shape"),
+      PD::Accessor<&TensorHandle::Batch>("batch"),
+      PD::Accessor<&TensorHandle::BackendName>("backend"),
+      PD::Accessor<&TensorHandle::Bytes>("bytes"),
+      PD::Accessor<&TensorHandle::Disposed>("disposed"),
+      method("dispose", &TensorHandle::Dispose),
+      method("read", &TensorHandle::Read),
+      method("write", &TensorHandle::Write),
+      method("reshape", &TensorHandle::Reshape),
+  });
+  return ctor;
 }
 
 // Handles are only made by Wrap(): the constructor takes an External holding the tensor.
@@ -72,7 +77,7 @@ bool TensorHandle::Is(Napi::Env env, const Napi::Value& v) {
   return v.IsObject() && v.As<Napi::Object>().InstanceOf(addon_data(env)->tensor_ctor.Value());
 }
 
-krad::TensorPtr TensorHandle::Get(Napi::Env env, const Napi::Value& v, const char* what) {
+TensorHandle* TensorHandle::Handle(Napi::Env env, const Napi::Value& v, const char* what) {
   // The type tag alone identifies our handles (only the constructor sets it); it is much
   // cheaper than InstanceOf, which walks the prototype chain on every argument.
   bool tagged = false;
@@ -88,7 +93,11 @@ krad::TensorPtr TensorHandle::Get(Napi::Env env, const Napi::Value& v, const cha
   if (napi_unwrap(env, v, &raw) != napi_ok || !raw)
     throw_error(env, "INVALID_HANDLE", std::string("Expected a kradagrad tensor handle for ") + what +
                                            " but received an object that is not one (forged or foreign)");
-  TensorHandle* h = static_cast<TensorHandle*>(raw);
+  return static_cast<TensorHandle*>(raw);
+}
+
+krad::TensorPtr TensorHandle::Get(Napi::Env env, const Napi::Value& v, const char* what) {
+  TensorHandle* h = Handle(env, v, what);
   if (!h->tensor_) throw_error(env, "DISPOSED", std::string(what) + ": the tensor has been disposed");
   return h->tensor_;
 }
@@ -113,10 +122,10 @@ Napi::Value TensorHandle::Bytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), (double)Get(info.Env(), info.This(), "tensor")->bytes());
 }
 Napi::Value TensorHandle::Disposed(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), !tensor_);
+  return Napi::Boolean::New(info.Env(), !Handle(info.Env(), info.This(), "tensor")->tensor_);
 }
 Napi::Value TensorHandle::Dispose(const Napi::CallbackInfo& info) {
-  Release(info.Env());
+  Handle(info.Env(), info.This(), "tensor")->Release(info.Env());
   return info.Env().Undefined();
 }
 

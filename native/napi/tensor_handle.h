@@ -19,16 +19,21 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   ~TensorHandle() override;
 
  private:
-  Napi::Value Dtype(const Napi::CallbackInfo& info);
-  Napi::Value Shape(const Napi::CallbackInfo& info);
-  Napi::Value Batch(const Napi::CallbackInfo& info);
-  Napi::Value BackendName(const Napi::CallbackInfo& info);
-  Napi::Value Bytes(const Napi::CallbackInfo& info);
-  Napi::Value Disposed(const Napi::CallbackInfo& info);
-  Napi::Value Dispose(const Napi::CallbackInfo& info);
-  Napi::Value Read(const Napi::CallbackInfo& info);   // read([into]) -> typed array
-  Napi::Value Write(const Napi::CallbackInfo& info);  // write(typedArray)
-  Napi::Value Reshape(const Napi::CallbackInfo& info);  // reshape(batch, shape) -> view
+  // The prototype's members are plain functions, not ObjectWrap instance members: those
+  // unwrap `this` before any code of ours runs and throw an uncoded Error (or V8's "Illegal
+  // invocation") for a receiver that is not a handle, e.g. NativeTensor.prototype.read.call({}).
+  // These resolve `this` through Handle() and throw INVALID_HANDLE instead.
+  static TensorHandle* Handle(Napi::Env env, const Napi::Value& v, const char* what);
+  static Napi::Value Dtype(const Napi::CallbackInfo& info);
+  static Napi::Value Shape(const Napi::CallbackInfo& info);
+  static Napi::Value Batch(const Napi::CallbackInfo& info);
+  static Napi::Value BackendName(const Napi::CallbackInfo& info);
+  static Napi::Value Bytes(const Napi::CallbackInfo& info);
+  static Napi::Value Disposed(const Napi::CallbackInfo& info);
+  static Napi::Value Dispose(const Napi::CallbackInfo& info);
+  static Napi::Value Read(const Napi::CallbackInfo& info);     // read([into]) -> typed array
+  static Napi::Value Write(const Napi::CallbackInfo& info);    // write(typedArray)
+  static Napi::Value Reshape(const Napi::CallbackInfo& info);  // reshape(batch, shape) -> view
 
   void Release(Napi::Env env);
   krad::TensorPtr tensor_;
