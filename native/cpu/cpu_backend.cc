@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <new>
 
 #include "kernels.h"
@@ -177,6 +179,15 @@ void transpose3_t(const T* src, T* dst, int64_t batch, int64_t p, int64_t q, int
         for (int64_t j = 0; j < q; ++j) d[j * p + i] = s[i * q + j];
       return;
     }
+    if (r < 16) {  // short rows: a loop beats a memcpy call per row
+      for (int64_t i = 0; i < p; ++i)
+        for (int64_t j = 0; j < q; ++j) {
+          const T* a = s + (i * q + j) * r;
+          T* c = d + (j * p + i) * r;
+          for (int64_t k = 0; k < r; ++k) c[k] = a[k];
+        }
+      return;
+    }
     for (int64_t i = 0; i < p; ++i)
       for (int64_t j = 0; j < q; ++j) std::memcpy(d + (j * p + i) * r, s + (i * q + j) * r, sizeof(T) * r);
   });
@@ -237,6 +248,65 @@ void dot_t(const T* x, const T* y, int64_t batch, int64_t count, std::vector<dou
   parallel_for(batch, [&](int64_t b) { (*out)[b] = K<T>().dot(x + b * count, y + b * count, count); });
 }
 
+// Host blocks, with large freed ones kept for reuse. A step allocates the same
+// temporaries every time (matpow's scratch is 4 x batch x n^2: 192 MB for the MLP set's
+// factors), and glibc returns blocks over 32 MB to the system on free, so every reuse
+// would fault its pages in again, zeroed by the kernel: measured ~98,000 page faults and
+// ~1 s of system time per root refresh step of the MLP set before this cache. Blocks of
+// at least kMinCached bytes are kept on free, up to KRADAGRAD_CPU_CACHE_MB (default 512)
+// in all, and handed out again for an allocation of exactly the same rounded size.
+class BlockCache {
+ public:
+  BlockCache() {
+    if (const char* e = std::getenv("KRADAGRAD_CPU_CACHE_MB")) {
+      char* end = nullptr;
+      const long v = std::strtol(e, &end, 10);
+      if (end != e && *end == '\0' && v >= 0) limit_ = static_cast<size_t>(v) << 20;
+    }
+  }
+  void* take(size_t bytes) {
+    const size_t size = round(bytes);
+    if (size >= kMinCached) {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(size);
+      if (it != free_.end()) {
+        char* p = it->second;
+        free_.erase(it);
+        cached_ -= size;
+        return p + kHeader;
+      }
+    }
+    char* p = static_cast<char*>(std::aligned_alloc(64, size + kHeader));
+    if (!p) return nullptr;
+    std::memcpy(p, &size, sizeof size);
+    return p + kHeader;
+  }
+  void give(void* ptr) {
+    if (!ptr) return;
+    char* p = static_cast<char*>(ptr) - kHeader;
+    size_t size;
+    std::memcpy(&size, p, sizeof size);
+    if (size >= kMinCached) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + size <= limit_) {
+        free_.emplace(size, p);
+        cached_ += size;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+ private:
+  static constexpr size_t kHeader = 64;  // keeps the block 64-byte aligned; holds its size
+  static constexpr size_t kMinCached = size_t(1) << 20;
+  static size_t round(size_t bytes) { return std::max<size_t>(64, (bytes + 4095) / 4096 * 4096); }
+  std::mutex mu_;
+  std::multimap<size_t, char*> free_;
+  size_t cached_ = 0;
+  size_t limit_ = size_t(512) << 20;
+};
+
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
@@ -249,14 +319,14 @@ class CpuBackend final : public Backend {
 
   Status allocate(size_t bytes, void** ptr) override {
     ProfScope ps(Prof::ALLOC);
-    void* p = std::aligned_alloc(64, std::max<size_t>(64, (bytes + 63) / 64 * 64));
+    void* p = blocks_.take(bytes);
     if (!p) return Status::Error(Code::OUT_OF_MEMORY, "host allocation of " + std::to_string(bytes) + " bytes failed");
     *ptr = p;
     return Status::Ok();
   }
   void release(void* ptr) override {
     ProfScope ps(Prof::ALLOC);
-    std::free(ptr);
+    blocks_.give(ptr);
   }
   Status upload(void* dst, const void* src, size_t bytes) override { return copy(dst, src, bytes); }
   Status download(void* dst, const void* src, size_t bytes) override { return copy(dst, src, bytes); }
@@ -584,6 +654,8 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  BlockCache blocks_;
+
   template <typename S>
   static double bytes_of(const std::vector<S>& spans) {
     double b = 0;
@@ -674,54 +746,93 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
 
-  // Box gather/scatter: every (entry, box, run of rows) is a work unit; each row is a
-  // contiguous run along the last axis.
+  // Box gather/scatter. A box's trailing dims that span the whole source extent (offset 0)
+  // are contiguous in both layouts, so they merge with the first dim that does not into
+  // one run: a whole-tensor block is one memcpy, a [1024, 1024] block of a [4096, 1024]
+  // matrix too. Runs are then walked with an odometer over the leading dims (no division
+  // per run); every (entry, box, range of runs) is a work unit.
   Status boxes_impl(DType dt, const std::vector<int64_t>& bd, const std::vector<BoxEntry>& entries, bool scatter) {
     const int r = static_cast<int>(bd.size());
     const size_t es = dtype_size(dt);
     int64_t box_numel = 1;
     for (auto d : bd) box_numel *= d;
-    const int64_t row = r ? bd[r - 1] : 1;  // contiguous run along the last axis
-    const int64_t rows = row ? box_numel / row : 0;
-    const int64_t rows_per_unit = std::max<int64_t>(1, kChunk / std::max<int64_t>(1, row));
-    const int64_t units_per_box = (rows + rows_per_unit - 1) / rows_per_unit;
+    if (box_numel == 0) return Status::Ok();
+    constexpr int kMaxRank = 16;
+    if (r > kMaxRank) return Status::Error(Code::INVALID_ARGUMENT, "boxes: rank above 16");
     struct Unit {
       size_t entry;
       int64_t box;
-      int64_t q0, q1;
+      int64_t q0, q1;  // runs [q0, q1) of the box
     };
+    struct Layout {
+      int lead;        // leading dims walked by the odometer (dims [0, lead))
+      int64_t run;     // contiguous elements per run
+      int64_t runs;    // runs per box
+    };
+    std::vector<Layout> layouts(entries.size());
     std::vector<Unit> units;
     for (size_t e = 0; e < entries.size(); ++e) {
-      const int64_t nbox = r ? static_cast<int64_t>(entries[e].offsets->size()) / r : 1;
+      const std::vector<int64_t>& sd = entries[e].src_dims;
+      const std::vector<int64_t>& offsets = *entries[e].offsets;
+      const int64_t nbox = r ? static_cast<int64_t>(offsets.size()) / r : 1;
+      // Trailing dims that every box of this entry spans fully.
+      int full = 0;
+      for (int i = r - 1; i > 0; --i) {
+        bool whole = bd[i] == sd[i];
+        for (int64_t j = 0; whole && j < nbox; ++j) whole = offsets[j * r + i] == 0;
+        if (!whole) break;
+        ++full;
+      }
+      Layout L;
+      L.lead = r ? r - 1 - full : 0;
+      L.run = 1;
+      for (int i = L.lead; i < r; ++i) L.run *= bd[i];
+      L.runs = box_numel / L.run;
+      layouts[e] = L;
+      const int64_t per_unit = std::max<int64_t>(1, kChunk / std::max<int64_t>(1, L.run));
       for (int64_t j = 0; j < nbox; ++j)
-        for (int64_t u = 0; u < units_per_box; ++u)
-          units.push_back({e, j, u * rows_per_unit, std::min(rows, (u + 1) * rows_per_unit)});
+        for (int64_t q = 0; q < L.runs; q += per_unit) units.push_back({e, j, q, std::min(L.runs, q + per_unit)});
     }
-    parallel_for(static_cast<int64_t>(units.size()), [&](int64_t ui) {
+    auto unit = [&](int64_t ui) {
       const Unit& u = units[ui];
       const BoxEntry& en = entries[u.entry];
+      const Layout& L = layouts[u.entry];
       const std::vector<int64_t>& sd = en.src_dims;
-      const std::vector<int64_t>& offsets = *en.offsets;
-      std::vector<int64_t> sstride(r, 1), idx(r, 0);
-      for (int i = r - 2; i >= 0; --i) sstride[i] = sstride[i + 1] * sd[i + 1];
-      char* blk = static_cast<char*>(en.dst) + u.box * box_numel * es;
-      for (int64_t q = u.q0; q < u.q1; ++q) {
-        // Decompose q into the box's leading r-1 indices.
-        int64_t rem = q, off = 0;
-        for (int i = r - 2; i >= 0; --i) {
-          idx[i] = rem % bd[i];
-          rem /= bd[i];
-        }
-        for (int i = 0; i < r - 1; ++i) off += (offsets[u.box * r + i] + idx[i]) * sstride[i];
-        if (r) off += offsets[u.box * r + r - 1];
-        char* full = static_cast<char*>(en.src) + off * es;
-        char* part = blk + q * row * es;
-        if (scatter)
-          std::memcpy(full, part, row * es);
-        else
-          std::memcpy(part, full, row * es);
+      const int64_t* off = r ? en.offsets->data() + u.box * r : nullptr;
+      int64_t stride[kMaxRank], idx[kMaxRank];
+      if (r) stride[r - 1] = 1;
+      for (int i = r - 2; i >= 0; --i) stride[i] = stride[i + 1] * sd[i + 1];
+      // Source offset of the box's first element, and of run q0 (odometer start).
+      int64_t base = 0;
+      for (int i = 0; i < r; ++i) base += off[i] * stride[i];
+      int64_t rem = u.q0;
+      for (int i = L.lead - 1; i >= 0; --i) {
+        idx[i] = rem % bd[i];
+        rem /= bd[i];
       }
-    });
+      int64_t pos = base;
+      for (int i = 0; i < L.lead; ++i) pos += idx[i] * stride[i];
+      char* blk = static_cast<char*>(en.dst) + (u.box * box_numel + u.q0 * L.run) * es;
+      char* src = static_cast<char*>(en.src);
+      const size_t bytes = static_cast<size_t>(L.run) * es;
+      for (int64_t q = u.q0; q < u.q1; ++q, blk += bytes) {
+        char* full = src + pos * es;
+        if (scatter)
+          std::memcpy(full, blk, bytes);
+        else
+          std::memcpy(blk, full, bytes);
+        for (int i = L.lead - 1; i >= 0; --i) {  // next run
+          pos += stride[i];
+          if (++idx[i] < bd[i]) break;
+          pos -= bd[i] * stride[i];
+          idx[i] = 0;
+        }
+      }
+    };
+    if (box_numel * static_cast<int64_t>(units.size()) < 4 * kChunk)
+      for (int64_t ui = 0; ui < static_cast<int64_t>(units.size()); ++ui) unit(ui);
+    else
+      parallel_for(static_cast<int64_t>(units.size()), unit);
     return Status::Ok();
   }
 
