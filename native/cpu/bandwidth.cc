@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "cpu_backend.h"
 #include "kernels.h"
 #include "parallel.h"
 
@@ -16,9 +17,14 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// The arrays come from the backend's allocator, so they get the pages tensors get.
 struct Free {
-  void operator()(float* p) const { std::free(p); }
+  void operator()(float* p) const { cpu_backend()->release(p); }
 };
+float* alloc(size_t bytes) {
+  void* p = nullptr;
+  return cpu_backend()->allocate(bytes, &p).ok() ? static_cast<float*>(p) : nullptr;
+}
 
 // Seconds of one parallel pass of f over [0, n) in kChunk pieces.
 template <typename F>
@@ -38,9 +44,9 @@ Status measure_bandwidth(int64_t elements, int reps, Bandwidth* out) {
   if (elements < kChunk || reps < 1)
     return Status::Error(Code::INVALID_ARGUMENT, "measure_bandwidth: need at least one chunk and one repetition");
   const size_t bytes = static_cast<size_t>(elements) * sizeof(float);
-  std::unique_ptr<float, Free> x(static_cast<float*>(std::aligned_alloc(64, bytes)));
-  std::unique_ptr<float, Free> y(static_cast<float*>(std::aligned_alloc(64, bytes)));
-  std::unique_ptr<float, Free> z(static_cast<float*>(std::aligned_alloc(64, bytes)));
+  std::unique_ptr<float, Free> x(alloc(bytes));
+  std::unique_ptr<float, Free> y(alloc(bytes));
+  std::unique_ptr<float, Free> z(alloc(bytes));
   if (!x || !y || !z) return Status::Error(Code::OUT_OF_MEMORY, "measure_bandwidth: allocation failed");
   const KernelFns<float>& k = kernels().f32;
   float* X = x.get();

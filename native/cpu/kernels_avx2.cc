@@ -8,6 +8,7 @@
 #pragma GCC push_options
 #pragma GCC target("avx2")
 #define KRAD_KERNELS_NAME "avx2"
+#define KRAD_KERNELS_VEC 32
 #define KRAD_KERNELS_FN kernels_avx2
 #include "kernels_impl.h"
 #pragma GCC pop_options

@@ -9,6 +9,7 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,prefer-vector-width=512")
 #define KRAD_KERNELS_NAME "avx512"
+#define KRAD_KERNELS_VEC 64
 #define KRAD_KERNELS_FN kernels_avx512
 #include "kernels_impl.h"
 #pragma GCC pop_options

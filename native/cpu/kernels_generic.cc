@@ -7,5 +7,6 @@
 #include "kernels.h"
 
 #define KRAD_KERNELS_NAME "generic"
+#define KRAD_KERNELS_VEC 16
 #define KRAD_KERNELS_FN kernels_generic
 #include "kernels_impl.h"
