@@ -49,9 +49,10 @@ export const MAX_THREADS = 4096;
  * kradagrad's own elementwise kernels (Adam, momentum, grafting, the update, copies and
  * casts) together. Applies to every loaded addon (the CUDA addon's host work included)
  * and to addons loaded later. Results do not depend on it, with one exception inherited
- * from OpenBLAS: an eigendecomposition of a single matrix (a batch of one) runs with this
- * many threads, and OpenBLAS 0.3.21 rounds it differently for different counts (batches
- * of two or more are solved one matrix per thread, single-threaded, whatever the count).
+ * from OpenBLAS: an eigendecomposition of a single matrix (or a small batch: batch x
+ * size^3 under 10^6) runs with this many threads, and OpenBLAS 0.3.21 rounds it
+ * differently for different counts (larger batches are solved one matrix per thread,
+ * single-threaded, whatever the count).
  *
  * Default: the environment variable `KRADAGRAD_NUM_THREADS` when set (a positive integer),
  * else OpenBLAS's own default (`OPENBLAS_NUM_THREADS`, or the number of cores).

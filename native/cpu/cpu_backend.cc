@@ -68,10 +68,32 @@ Split split(size_t nspans, CountOf count) {
   return s;
 }
 
-// Runs f(piece index) for every piece, items in parallel.
+// Calls with less work than this many elements run on the calling thread: waking a
+// worker costs tens of microseconds, and on a shared machine a worker that is descheduled
+// while it holds a piece stalls the whole call (measured on the ResNet-32 shapes, whose
+// stages are a few hundred thousand elements).
+constexpr int64_t kParallelMin = 64 * kChunk;
+
+// parallel_for over `items` when `work` (elements) is worth it, else a loop here.
+template <typename F>
+void maybe_parallel(int64_t work, int64_t items, F&& f) {
+  if (work < kParallelMin) {
+    for (int64_t i = 0; i < items; ++i) f(i);
+    return;
+  }
+  parallel_for(items, f);
+}
+
+// Runs f(piece index) for every piece, items in parallel when there is enough work.
 template <typename F>
 void run(const Split& s, F&& f) {
   const int64_t items = static_cast<int64_t>(s.item.size()) - 1;
+  int64_t total = 0;
+  for (const Piece& p : s.pieces) total += p.e - p.b;
+  if (total < kParallelMin) {
+    for (size_t p = 0; p < s.pieces.size(); ++p) f(p);
+    return;
+  }
   parallel_for(items, [&](int64_t it) {
     for (size_t p = s.item[it]; p < s.item[it + 1]; ++p) f(p);
   });
@@ -129,13 +151,15 @@ void gemm_one(CBLAS_TRANSPOSE tA, CBLAS_TRANSPOSE tB, int64_t m, int64_t n, int6
 // Batches of products too small for OpenBLAS's threads to pay (per-item work under this
 // many flops) run item-parallel, each item single-threaded on one of our threads.
 constexpr double kSmallGemmFlops = 2.0 * 256 * 256 * 256;
+// ... and only when the whole batch is worth waking threads for.
+constexpr double kBatchMinFlops = 2.0 * 128 * 128 * 128 * 8;
 
 template <typename T>
 void gemm_t(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const T* a, int64_t lda, int64_t sa,
             const T* b, int64_t ldb, int64_t sb, double beta, T* c, int64_t ldc, int64_t sc, int64_t batch) {
   const CBLAS_TRANSPOSE tA = ta ? CblasTrans : CblasNoTrans, tB = tb ? CblasTrans : CblasNoTrans;
   auto item = [&](int64_t i) { gemm_one<T>(tA, tB, m, n, k, alpha, a + i * sa, lda, b + i * sb, ldb, beta, c + i * sc, ldc); };
-  if (batch >= 2 && cpu::threads() > 1 && 2.0 * m * n * k < kSmallGemmFlops) {
+  if (batch >= 2 && cpu::threads() > 1 && 2.0 * m * n * k < kSmallGemmFlops && 2.0 * m * n * k * batch >= kBatchMinFlops) {
     cpu::SingleThreadedBlas one(false);  // gemm's results do not depend on the count
     if (one.active()) {
       parallel_for(batch, item);
@@ -158,7 +182,7 @@ void syrk_t(bool trans, int64_t n, int64_t k, double alpha, const T* a, int64_t 
       cblas_dsyrk(CblasRowMajor, CblasLower, t, (int)n, (int)k, alpha, a + b * sa, (int)lda, 0.0, cb, (int)n);
     mirror_lower(cb, n);
   };
-  if (batch >= 2 && cpu::threads() > 1 && 1.0 * n * n * k < kSmallGemmFlops) {
+  if (batch >= 2 && cpu::threads() > 1 && 1.0 * n * n * k < kSmallGemmFlops && 1.0 * n * n * k * batch >= kBatchMinFlops) {
     cpu::SingleThreadedBlas one(false);  // syrk's results do not depend on the count
     if (one.active()) {
       parallel_for(batch, item);
@@ -172,7 +196,7 @@ template <typename T>
 void transpose3_t(const T* src, T* dst, int64_t batch, int64_t p, int64_t q, int64_t r) {
   const int64_t item = p * q * r;
   // Rows of r elements; items x p rows per work unit.
-  parallel_for(batch, [&](int64_t b) {
+  maybe_parallel(batch * item, batch, [&](int64_t b) {
     const T* s = src + b * item;
     T* d = dst + b * item;
     if (r == 1) {
@@ -242,7 +266,7 @@ void by_size(size_t n, Count count, F&& f) {
 template <typename T>
 void dot_t(const T* x, const T* y, int64_t batch, int64_t count, std::vector<double>* out) {
   out->assign(batch, 0.0);
-  if (batch * count < 4 * kChunk) {
+  if (batch * count < kParallelMin) {
     for (int64_t b = 0; b < batch; ++b) (*out)[b] = K<T>().dot(x + b * count, y + b * count, count);
     return;
   }
@@ -351,7 +375,7 @@ class CpuBackend final : public Backend {
     ProfScope ps(Prof::COPY);
     const char* s = static_cast<const char*>(src);
     char* d = static_cast<char*>(dst);
-    if ((d < s + bytes && s < d + bytes) || bytes < 4 * kChunk * sizeof(float)) {  // overlapping or small
+    if ((d < s + bytes && s < d + bytes) || bytes < kParallelMin * sizeof(float)) {  // overlapping or small
       std::memmove(dst, src, bytes);
       return Status::Ok();
     }
@@ -371,7 +395,7 @@ class CpuBackend final : public Backend {
     ProfScope ps(Prof::COPY);
     const int64_t n = static_cast<int64_t>(count);
     const int64_t pieces = (n + kChunk - 1) / kChunk;
-    parallel_for(pieces, [&](int64_t i) {
+    maybe_parallel(n, pieces, [&](int64_t i) {
       const int64_t b = i * kChunk, e = std::min(n, b + kChunk);
       if (dt == DType::F32)
         std::fill(static_cast<float*>(dst) + b, static_cast<float*>(dst) + e, static_cast<float>(value));
@@ -385,7 +409,7 @@ class CpuBackend final : public Backend {
     ProfScope ps(Prof::COPY);
     const int64_t n = static_cast<int64_t>(count);
     const int64_t pieces = (n + kChunk - 1) / kChunk;
-    parallel_for(pieces, [&](int64_t i) {
+    maybe_parallel(n, pieces, [&](int64_t i) {
       const int64_t b = i * kChunk, e = std::min(n, b + kChunk);
       if (sdt == DType::F32)
         cpu::kernels().cast_f32_f64(static_cast<const float*>(src) + b, static_cast<double*>(dst) + b, e - b);
@@ -451,7 +475,7 @@ class CpuBackend final : public Backend {
 
   // Several matrices are solved at once, one per thread with single-threaded LAPACK:
   // syevd scales poorly with threads (n = 1024 float32 on 2 cores: 1.4x) and items are
-  // independent. A batch of one runs with threads() threads. An item's result depends on
+  // independent. A batch of one, or a tiny one (batch n^3 < 1e6), runs with threads() threads. An item's result depends on
   // which of the two it took (see parallel.h), never on timing or on which thread ran it.
   Status syevd(DType dt, const void* a, void* w, void* v, int64_t n, int64_t batch, std::vector<int>* info) override {
     ProfScope ps(Prof::EIGH);
@@ -481,7 +505,7 @@ class CpuBackend final : public Backend {
         }
       }
     };
-    if (batch >= 2 && cpu::threads() > 1) {
+    if (batch >= 2 && cpu::threads() > 1 && 1.0 * n * n * n * batch >= 1e6) {  // not for tiny batches
       cpu::SingleThreadedBlas one;
       parallel_for(batch, item);
     } else {
@@ -717,7 +741,7 @@ class CpuBackend final : public Backend {
       else
         K<double>().sumsq2((const double*)x.x, (const double*)x.z, x.count, &na[j], &nd[j]);
     };
-    if (total < 4 * kChunk)
+    if (total < kParallelMin)
       for (size_t j = 0; j < spans.size(); ++j) sums(j);
     else
       by_size(spans.size(), [&](size_t j) { return spans[j].count; }, sums);
@@ -855,7 +879,7 @@ class CpuBackend final : public Backend {
         }
       }
     };
-    if (box_numel * static_cast<int64_t>(units.size()) < 4 * kChunk)
+    if (box_numel * static_cast<int64_t>(units.size()) < kParallelMin)
       for (int64_t ui = 0; ui < static_cast<int64_t>(units.size()); ++ui) unit(ui);
     else
       parallel_for(static_cast<int64_t>(units.size()), unit);
@@ -870,7 +894,7 @@ class CpuBackend final : public Backend {
     // Rows of all items as work units.
     const int64_t rows_per = std::max<int64_t>(1, kChunk / std::max<int64_t>(1, n));
     const int64_t units = (n * batch + rows_per - 1) / rows_per;
-    parallel_for(units, [&](int64_t u) {
+    maybe_parallel(n * n * batch, units, [&](int64_t u) {
       const int64_t r0 = u * rows_per, r1 = std::min(n * batch, r0 + rows_per);
       for (int64_t rr = r0; rr < r1; ++rr) {
         const int64_t b = rr / n;
@@ -896,7 +920,7 @@ class CpuBackend final : public Backend {
   }
   template <typename T>
   static void symmetrize_t(T* a, int64_t n, int64_t batch) {
-    parallel_for(batch, [&](int64_t b) {
+    maybe_parallel(batch * n * n, batch, [&](int64_t b) {
       T* m = a + b * n * n;
       for (int64_t ib = 0; ib < n; ib += kBlk)
         for (int64_t jb = ib; jb < n; jb += kBlk) {
