@@ -7,13 +7,20 @@
         "native/core/crc32c.cc",
         "native/core/ops.cc",
         "native/core/roots.cc",
+        "native/cpu/bandwidth.cc",
         "native/cpu/cpu_backend.cc",
+        "native/cpu/kernels.cc",
+        "native/cpu/kernels_avx2.cc",
+        "native/cpu/kernels_avx512.cc",
+        "native/cpu/kernels_generic.cc",
+        "native/cpu/parallel.cc",
         "native/napi/addon.cc",
         "native/napi/args.cc",
         "native/napi/backends.cc",
         "native/napi/errors.cc",
         "native/napi/job.cc",
         "native/napi/ops_binding.cc",
+        "native/napi/runtime_binding.cc",
         "native/napi/tensor_handle.cc"
       ],
       "include_dirs": [
@@ -27,7 +34,9 @@
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                    "-ffp-contract=off", "-fno-math-errno", "-pthread"],
+      "ldflags": ["-pthread"],
       "libraries": ["-llapacke", "-lopenblas"],
       "conditions": [
         ["OS=='mac'", {

@@ -1,9 +1,9 @@
 /**
  * Which backends this process can use, for programs (what `kradagrad info` prints for
- * people). Runtime settings of the backends belong here too: a thread-count setter for
- * the CPU backend is planned and will be exported from this module (not implemented yet;
- * until then OPENBLAS_NUM_THREADS, read when the addon loads, sets the BLAS threads).
+ * people), and the CPU backend's runtime setting: its thread count.
  */
+import { KradagradError } from './errors';
+import { addonThreadSetting, setAddonThreads } from './native';
 import type { BackendName } from './native';
 import { getBackend } from './tensor';
 
@@ -39,4 +39,52 @@ export function listBackends(): BackendInfo[] {
       return { name, available: false, reason: (e as Error).message };
     }
   });
+}
+
+/** The most threads {@link setThreads} accepts. */
+export const MAX_THREADS = 4096;
+
+/**
+ * Sets how many threads the CPU backend uses: OpenBLAS's (GEMMs, eigensolvers) and
+ * kradagrad's own elementwise kernels (Adam, momentum, grafting, the update, copies and
+ * casts) together. Applies to every loaded addon (the CUDA addon's host work included)
+ * and to addons loaded later. Results do not depend on it, with one exception inherited
+ * from OpenBLAS: an eigendecomposition of a single matrix (or a small batch: batch x
+ * size^3 under 10^6) runs with this many threads, and OpenBLAS 0.3.21 rounds it
+ * differently for different counts (larger batches are solved one matrix per thread,
+ * single-threaded, whatever the count).
+ *
+ * Default: the environment variable `KRADAGRAD_NUM_THREADS` when set (a positive integer),
+ * else OpenBLAS's own default (`OPENBLAS_NUM_THREADS`, or the number of cores).
+ *
+ * The kernels may run on libuv's pool (`stepAsync`, background root refreshes) while the
+ * main thread works: each call uses up to `n` threads from one shared pool, the calling
+ * thread included, so concurrent steps share the cores instead of multiplying threads. A
+ * change made while an eigendecomposition runs in the background reaches OpenBLAS when it
+ * has finished (the ones started after this call use the new count).
+ *
+ * ```ts
+ * import { setThreads, getThreads } from 'kradagrad';
+ * setThreads(1); // e.g. one optimizer per core in a worker pool
+ * ```
+ * @param n an integer in [1, 4096]
+ * @throws KradagradError INVALID_OPTION for anything else; BACKEND_UNAVAILABLE when the
+ *   CPU addon does not load.
+ */
+export function setThreads(n: number): void {
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_THREADS) {
+    const shown = typeof n === 'number' ? String(n) : typeof n === 'string' ? JSON.stringify(n) : typeof n;
+    throw new KradagradError(`Expected an integer between 1 and ${MAX_THREADS} for the thread count but received ${shown}`, 'INVALID_OPTION');
+  }
+  getBackend('cpu'); // the CPU addon is always there to take it
+  setAddonThreads(n);
+}
+
+/**
+ * The CPU backend's thread count (see {@link setThreads}): the value set last, else the
+ * default (`KRADAGRAD_NUM_THREADS`, else OpenBLAS's).
+ * @throws KradagradError BACKEND_UNAVAILABLE when the CPU addon does not load.
+ */
+export function getThreads(): number {
+  return addonThreadSetting() ?? getBackend('cpu').addon.getThreads();
 }

@@ -8,8 +8,7 @@
 export { KradagradError, type ErrorCode } from './errors';
 export { Backend, Tensor, getBackend, type DType, type FloatArray } from './tensor';
 export type { BackendName, BackendRequest, LoadReport } from './native';
-// Backend discovery and runtime settings: listBackends() now; the CPU thread-count setter
-// (planned) is exported from ./backends next to it.
-export { listBackends, type BackendInfo } from './backends';
+// Backend discovery and runtime settings: the backends, and the CPU thread count.
+export { MAX_THREADS, getThreads, listBackends, setThreads, type BackendInfo } from './backends';
 export * as ops from './ops';
 export * from './optim';

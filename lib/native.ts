@@ -111,6 +111,27 @@ export interface NativeAddon {
   beginJob(): void;
   endJob(): NativeJob;
   discardJob(): void;
+  /** The CPU backend's thread count (OpenBLAS and our kernels together); see backends.ts. */
+  setThreads(n: number): void;
+  getThreads(): number;
+  /** Which build of the CPU elementwise kernels runs: 'generic' | 'avx2' | 'avx512'. */
+  cpuKernels(): string;
+  /** CPU backend primitive profile (bench step's breakdown): zero and start, stop and read. */
+  profileStart(): void;
+  profileStop(): Record<string, { ms: number; calls: number }>;
+  /** STREAM-like bandwidth of the CPU kernels, GB/s (best of `reps`). */
+  measureBandwidth(elements: number, reps: number): NativeBandwidth;
+}
+
+/** What measureBandwidth returns: GB/s, bytes counted as STREAM does (no write-allocate reads). */
+export interface NativeBandwidth {
+  copy: number;
+  copyStream: number;
+  triad: number;
+  triadStream: number;
+  read: number;
+  bytesPerArray: number;
+  threads: number;
 }
 
 /** How roots are computed natively (native/core/ops.h RootSpec). */
@@ -169,6 +190,18 @@ export const packageRoot = ((): string => {
 })();
 const root = packageRoot;
 const addons = new Map<string, NativeAddon>();
+/** The thread count set through setThreads (backends.ts), applied to every addon as it loads. */
+let threadSetting: number | undefined;
+
+/** Sets the CPU thread count of every loaded addon and of those loaded later. */
+export function setAddonThreads(n: number): void {
+  for (const a of new Set(addons.values())) a.setThreads(n);
+  threadSetting = n;
+}
+/** The thread count set through setAddonThreads, if any. */
+export function addonThreadSetting(): number | undefined {
+  return threadSetting;
+}
 let errorClassSet = new WeakSet<NativeAddon>();
 
 /**
@@ -366,6 +399,7 @@ function loadAddon(flavor: 'cpu' | 'cuda'): { addon?: NativeAddon; path?: string
       );
       continue;
     }
+    if (threadSetting !== undefined) addon.setThreads(threadSetting);
     addons.set(c.path, addon);
     return { addon, path: c.path };
   }

@@ -307,12 +307,12 @@ describe('bench conditioning', () => {
 describe('bench step', () => {
   test('tiny set on the CPU: table, JSON, chart; amortization arithmetic', async () => {
     const out = path.join(tmp, 'step');
-    const r = await run(['bench', 'step', '--sets', 'tiny', '--optimizers', 'adam,shampoo32,shampoo64,kradstar32', '--backend', 'cpu', '--warmup', '1', '--steps', '2', '--root-every', '10', '--out', out, '--quiet']);
+    const r = await run(['bench', 'step', '--sets', 'tiny', '--optimizers', 'adam,shampoo32,shampoo64,kradstar32', '--backend', 'cpu', '--warmup', '1', '--steps', '2', '--root-every', '10', '--momentum', '0', '--out', out, '--quiet']);
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/amortized ms \(N=10\)/);
     expect(r.out).toMatch(/float32 vs float64/);
-    expect(r.out).toMatch(/tiny +cpu +Shampoo +[\d.]+ +[\d.]+ +[\d.]+/);
+    expect(r.out).toMatch(/tiny +cpu +\d+ +Shampoo +[\d.]+ +[\d.]+ +[\d.]+/);
     const j = JSON.parse(fs.readFileSync(path.join(out, 'step.json'), 'utf8'));
     expect(j.benchmark).toBe('step');
     expect(j.backends).toHaveLength(1);
@@ -329,13 +329,53 @@ describe('bench step', () => {
       expect(x.ratioToAdam).toBeCloseTo(x.amortizedMs / adam.amortizedMs, 10);
       expect(x.stateBytes).toBeGreaterThan(0);
     }
-    // fp64 statistics take twice the bytes of fp32 (same shapes).
+    // fp64 statistics take twice the bytes of fp32 (same shapes; no momentum buffers, which keep the parameters' dtype).
     const s32 = j.rows.find((x: { optimizer: string }) => x.optimizer === 'shampoo32');
     const s64 = j.rows.find((x: { optimizer: string }) => x.optimizer === 'shampoo64');
     expect(s64.stateBytes).toBe(2 * s32.stateBytes);
     expect(fs.readFileSync(path.join(out, 'step.svg'), 'utf8')).toContain('Shampoo fp64');
     expect(r.out.trim().split('\n').pop()).toMatch(/^chart: +.*step\.(png|svg)$/);
     expect(j.config.rootMethod).toBe('eigh');
+  });
+
+  test('--threads list, floors, breakdown, momentum; --torch without torch says why', async () => {
+    const out = path.join(tmp, 'step-threads');
+    const r = await run(['bench', 'step', '--sets', 'tiny', '--optimizers', 'adam,kradstar32', '--backend', 'cpu', '--threads', '1,2', '--warmup', '1', '--steps', '2', '--stat', 'median', '--torch', '--python', path.join(tmp, 'no-such-python'), '--out', out, '--quiet', '--no-png']);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(fs.readFileSync(path.join(out, 'step.json'), 'utf8'));
+    expect(j.config).toMatchObject({ threads: [1, 2], momentum: 0.9, stat: 'median' });
+    expect(j.backends.map((b: { threads: number }) => b.threads)).toEqual([1, 2]);
+    expect(j.backends[0].device).toMatch(/, 1 thread,/);
+    expect(j.backends[1].device).toMatch(/, 2 threads,/);
+    for (const b of j.backends) expect(b.bandwidth.copy).toBeGreaterThan(0);
+    expect(j.rows.map((x: { threads: number; optimizer: string }) => `${x.threads}:${x.optimizer}`)).toEqual(['1:adam', '1:kradstar32', '2:adam', '2:kradstar32']);
+    for (const x of j.rows) {
+      expect(x.error).toBeUndefined();
+      expect(x.floorMs).toBeGreaterThan(0);
+      expect(x.plainBreakdown.wallMs).toBeGreaterThan(0);
+    }
+    const adam = j.rows[0];
+    expect(adam.floorKind).toBe('memory');
+    expect(adam.memoryBytes).toBe(28 * (32 * 16 + 16 * 8 + 16));
+    const bw = Math.max(j.backends[0].bandwidth.copy, j.backends[0].bandwidth.copyStream, j.backends[0].bandwidth.triad, j.backends[0].bandwidth.triadStream);
+    expect(adam.floorMs).toBeCloseTo((adam.memoryBytes / (bw * 1e9)) * 1e3, 10);
+    const k = j.rows[1];
+    expect(k.floorKind).toBe('gemm');
+    expect(k.rootBreakdown.eighMs).toBeGreaterThan(0);
+    expect(k.plainBreakdown.eighMs).toBe(0);
+    expect(k.plainMs).toBe([...k.plainSamples].sort((a: number, b: number) => a - b)[0] / 2 + [...k.plainSamples].sort((a: number, b: number) => a - b)[1] / 2);
+    expect(j.torch.runs).toHaveLength(2);
+    expect(j.torch.runs[0].error).toMatch(/no-such-python/);
+    expect(r.out).toMatch(/Where the time went/);
+    expect(r.out).toMatch(/memory [\d.]+ GB\/s/);
+    expect(r.out).toMatch(/not measured: 1 threads: /);
+  });
+
+  test('--threads and --stat are checked', async () => {
+    for (const bad of [['--threads', '0'], ['--threads', '1,x'], ['--stat', 'mean'], ['--momentum', '1']]) {
+      const r = await run(['bench', 'step', '--sets', 'tiny', ...bad, '--out', path.join(tmp, 'step-bad')]);
+      expect(r.code).toBe(2);
+    }
   });
 
   test('--root-method newton reaches the optimizers and the report', async () => {

@@ -35,7 +35,7 @@ export interface InfoReport {
   platform: string;
   cpu: { model: string; cores: number };
   auto: { backend: string; device: string; addonPath: string; cudaReason?: string } | { error: string };
-  cpuAddon: { path: string; backends: { name: string; available: boolean; reason: string; device: string }[]; openblas?: string } | { error: string };
+  cpuAddon: { path: string; backends: { name: string; available: boolean; reason: string; device: string }[]; openblas?: string; threads?: number; kernels?: string } | { error: string };
   cuda: { available: boolean; device?: string; addonPath?: string; backends?: { name: string; available: boolean; reason: string; device: string }[]; reason?: string };
   env: Record<string, string>;
   resvg: string | null;
@@ -72,7 +72,7 @@ export function collectInfo(): InfoReport {
     resvg: resvgVersion(),
     fonts: shippedFonts(),
   };
-  for (const k of ['KRADAGRAD_CPU_ADDON', 'KRADAGRAD_CUDA_ADDON', 'KRADAGRAD_BUILD_FROM_SOURCE', 'KRADAGRAD_DISABLE_CUDA', 'OPENBLAS_NUM_THREADS', 'OPENBLAS_CORETYPE', 'CUDA_VISIBLE_DEVICES']) {
+  for (const k of ['KRADAGRAD_CPU_ADDON', 'KRADAGRAD_CUDA_ADDON', 'KRADAGRAD_BUILD_FROM_SOURCE', 'KRADAGRAD_DISABLE_CUDA', 'KRADAGRAD_NUM_THREADS', 'KRADAGRAD_CPU_KERNELS', 'KRADAGRAD_CPU_CACHE_MB', 'OPENBLAS_NUM_THREADS', 'OPENBLAS_CORETYPE', 'CUDA_VISIBLE_DEVICES']) {
     if (process.env[k] !== undefined) rep.env[k] = process.env[k]!;
   }
   try {
@@ -83,7 +83,7 @@ export function collectInfo(): InfoReport {
   }
   try {
     const c: Backend = getBackend('cpu');
-    rep.cpuAddon = { path: c.report.addonPath, backends: c.addon.backends(), openblas: openblasOf(c.device) };
+    rep.cpuAddon = { path: c.report.addonPath, backends: c.addon.backends(), openblas: openblasOf(c.device), threads: c.addon.getThreads(), kernels: c.addon.cpuKernels() };
   } catch (e) {
     rep.cpuAddon = { error: (e as Error).message };
   }
@@ -133,6 +133,7 @@ export async function runInfo(argv: string[], io: Io): Promise<number> {
   else {
     lines.push(`CPU addon: ${r.cpuAddon.path}`);
     lines.push(`  OpenBLAS: ${r.cpuAddon.openblas ?? 'unknown'}`);
+    lines.push(`  threads:  ${r.cpuAddon.threads ?? '?'} (setThreads(n) / KRADAGRAD_NUM_THREADS), ${r.cpuAddon.kernels ?? '?'} kernels`);
     lines.push('  backends in this addon:');
     for (const b of r.cpuAddon.backends) lines.push(`    ${b.name.padEnd(5)} ${b.available ? 'available' : 'unavailable'}  ${b.device || b.reason}`);
   }

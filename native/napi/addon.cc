@@ -4,6 +4,7 @@
 #include "addon_data.h"
 #include "job.h"
 #include "ops_binding.h"
+#include "runtime_binding.h"
 #include "tensor_handle.h"
 
 namespace krad_napi {
@@ -16,6 +17,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeTensor", ctor);
   InitOps(env, exports);
   InitJobs(env, exports);
+  InitRuntime(env, exports);
 #ifdef KRAD_WITH_CUDA
   exports.Set("flavor", Napi::String::New(env, "cuda"));
 #else
