@@ -100,11 +100,15 @@ export function planParam(name: string, shape: number[], blockSize: number, merg
   return { name, shape, transformed, blocks: transformed.length ? partition(transformed, blockSize) : [] };
 }
 
-/** Groups blocks by extent, in first-seen order (deterministic). */
-export function groupBlocks(plans: ParamPlan[]): BlockGroup[] {
+/**
+ * Groups blocks by extent, in first-seen order (deterministic). `keep` restricts it to some
+ * blocks (a rank's share in data-parallel mode); the groups keep the same relative order.
+ */
+export function groupBlocks(plans: ParamPlan[], keep?: (param: number, block: number) => boolean): BlockGroup[] {
   const groups = new Map<string, BlockGroup>();
   plans.forEach((p, pi) =>
     p.blocks.forEach((b, bi) => {
+      if (keep && !keep(pi, bi)) return;
       const key = b.extent.join('x');
       let g = groups.get(key);
       if (!g) groups.set(key, (g = { extent: b.extent, members: [] }));
