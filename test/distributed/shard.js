@@ -127,7 +127,18 @@ function meanGrad(tag, P, t, dtype, exact = false) {
   const m = {};
   for (const n of NAMES) {
     m[n] = Float64Array.from(gs[0][n], (_, i) => {
-      if (exact) return gs.reduce((s, g) => s + g[n][i], 0) / P;
+      if (exact) {
+        // Neumaier's compensated sum: exact for these few terms to far below float64's last bit.
+        let s = 0;
+        let c = 0;
+        for (const g of gs) {
+          const v = g[n][i];
+          const t = s + v;
+          c += Math.abs(s) >= Math.abs(v) ? s - t + v : v - t + s;
+          s = t;
+        }
+        return (s + c) / P;
+      }
       let s = 0;
       for (const g of gs) s = round(s + g[n][i]);
       return round(s / P);
