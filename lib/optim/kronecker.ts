@@ -23,7 +23,6 @@
  * the same as in one process (a batched op computes each item on its own), so with the
  * same gradients the trajectory is the same, bit for bit, at any world size.
  */
-import { assignBlocks } from '../distributed/assign';
 import { KradagradError } from '../errors';
 import * as ops from '../ops';
 import type { DType, FloatArray, Tensor } from '../tensor';
@@ -147,7 +146,10 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
     const comm = o.distributed;
     if (comm) {
       // The same assignment on every rank: blocks in a fixed order (parameters, then their
-      // blocks), each costing the n^3 of its factors.
+      // blocks), each costing the n^3 of its factors. (Required here: a single process loads
+      // nothing of kradagrad/distributed.)
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      const { assignBlocks } = require('../distributed/assign') as typeof import('../distributed/assign');
       const ids = plans.flatMap((p, pi) => p.blocks.map((b, bi) => ({ pi, bi, extent: b.extent })));
       const { owner } = assignBlocks(
         ids.map((x) => x.extent),
