@@ -98,7 +98,7 @@ export function parseDistributed(argv: readonly string[]): DistributedArgs {
 
 /** Median of each phase over the timed steps of one instance on one rank. */
 type Phases = Omit<StepProfile, 'allReduceBytes' | 'allGatherBytes'>;
-const PHASES: (keyof Phases)[] = ['allReduceMs', 'localMs', 'verdictMs', 'allGatherMs', 'replicatedMs', 'totalMs'];
+const PHASES: (keyof Phases)[] = ['allReduceMs', 'localMs', 'localCpuMs', 'verdictMs', 'allGatherMs', 'replicatedMs', 'totalMs'];
 
 export interface DistributedRow {
   set: string;
@@ -107,8 +107,9 @@ export interface DistributedRow {
   /** Per rank: the phase medians of the plain and the refresh instance. */
   plain: Phases[];
   refresh: Phases[];
-  /** Per rank: refresh.localMs - plain.localMs. */
+  /** Per rank: refresh.localMs - plain.localMs (wall), and the same in CPU time. */
   refreshPerRankMs: number[];
+  refreshPerRankCpuMs: number[];
   /** Bytes per step: the all-reduced gradients; per rank, what it contributes to the direction all-gather. */
   allReduceBytes: number;
   allGatherBytes: number[];
@@ -213,7 +214,7 @@ export async function runDistributedBench(comm: Communicator, a: DistributedArgs
       const def = OPTS[id];
       // float32 parameters, as `bench step`; the optimizer's dtype is that of its statistics.
       const data = makeData(set.shapes, b, comm.rank);
-      const row: DistributedRow = { set: set.id, optimizer: id, label: def.label, plain: [], refresh: [], refreshPerRankMs: [], allReduceBytes: 0, allGatherBytes: [], stateBytes: [] };
+      const row: DistributedRow = { set: set.id, optimizer: id, label: def.label, plain: [], refresh: [], refreshPerRankMs: [], refreshPerRankCpuMs: [], allReduceBytes: 0, allGatherBytes: [], stateBytes: [] };
       try {
         const base: PreconditionerOptions = { backend: b, lr: 1e-4, blockSize: set.blockSize, startStep: 1, epsilon: 1e-6, statisticsDtype: def.dtype };
         const run = async (rootFrequency: number, what: string): Promise<{ phases: Phases; prof: StepProfile; state: number }> => {
@@ -238,6 +239,7 @@ export async function runDistributedBench(comm: Communicator, a: DistributedArgs
         row.plain = all.map((x) => Object.fromEntries(PHASES.map((k, i) => [k, x[i]])) as unknown as Phases);
         row.refresh = all.map((x) => Object.fromEntries(PHASES.map((k, i) => [k, x[n + i]])) as unknown as Phases);
         row.refreshPerRankMs = row.refresh.map((r, i) => r.localMs - row.plain[i].localMs);
+        row.refreshPerRankCpuMs = row.refresh.map((r, i) => r.localCpuMs - row.plain[i].localCpuMs);
         row.allGatherBytes = all.map((x) => x[2 * n]);
         row.stateBytes = all.map((x) => x[2 * n + 1]);
         row.allReduceBytes = refresh.prof.allReduceBytes;
@@ -302,14 +304,17 @@ export function distributedTables(reports: DistributedReport[]): string {
       { header: 'refresh step ms' },
       { header: 'refresh per rank ms' },
       { header: 'refresh per rank / P=1' },
+      { header: 'refresh per rank CPU ms' },
+      { header: 'CPU / P=1' },
       { header: 'refresh step / P=1' },
       { header: 'state MB per rank' },
     ],
     sorted.flatMap((r) =>
       r.rows.map((x) => {
-        if (x.error) return [x.set, x.label, String(r.worldSize), 'failed', '-', '-', '-', '-', '-'];
+        if (x.error) return [x.set, x.label, String(r.worldSize), 'failed', '-', '-', '-', '-', '-', '-', '-'];
         const base = ref(x);
         const refreshPerRank = max(x.refreshPerRankMs);
+        const cpu = max(x.refreshPerRankCpuMs);
         return [
           x.set,
           x.label,
@@ -318,6 +323,8 @@ export function distributedTables(reports: DistributedReport[]): string {
           fmtMs(max(x.refresh.map((p) => p.totalMs))),
           fmtMs(refreshPerRank),
           base ? (refreshPerRank / max(base.refreshPerRankMs)).toFixed(2) : '-',
+          fmtMs(cpu),
+          base ? (cpu / max(base.refreshPerRankCpuMs)).toFixed(2) : '-',
           base ? (max(x.refresh.map((p) => p.totalMs)) / max(base.refresh.map((p) => p.totalMs))).toFixed(2) : '-',
           x.stateBytes.map(mb).join(' / '),
         ];
@@ -332,6 +339,7 @@ export function distributedTables(reports: DistributedReport[]): string {
       { header: 'step', align: 'left' },
       { header: 'all-reduce ms' },
       { header: 'own share ms' },
+      { header: 'own share CPU ms' },
       { header: 'verdict wait ms' },
       { header: 'all-gather ms' },
       { header: 'replicated ms' },
@@ -392,7 +400,7 @@ export function distributedTables(reports: DistributedReport[]): string {
   return [
     main.markdown,
     '',
-    'Times are the slowest rank\'s (medians over the timed steps); "refresh per rank" is a rank\'s own share of a refresh step minus that of a plain step (its statistics and preconditioning are in both).',
+    'Times are the slowest rank\'s (medians over the timed steps); "refresh per rank" is a rank\'s own share of a refresh step minus that of a plain step (its statistics and preconditioning are in both), in wall time and in the process\'s CPU time meanwhile (which other processes on a shared machine barely change).',
     singles ? `\nWorld size 1 without the distributed option (step()): ${singles}.` : '',
     '',
     'Phases per rank (rank 0 / rank 1 / ...), ms:',

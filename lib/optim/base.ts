@@ -269,7 +269,7 @@ export abstract class BaseOptimizer implements Optimizer {
     const comm = dp.comm;
     const a = this.backend.addon;
     const t0 = performance.now();
-    const prof: StepProfile = { allReduceMs: 0, localMs: 0, verdictMs: 0, allGatherMs: 0, replicatedMs: 0, totalMs: 0, allReduceBytes: 0, allGatherBytes: 0 };
+    const prof: StepProfile = { allReduceMs: 0, localMs: 0, localCpuMs: 0, verdictMs: 0, allGatherMs: 0, replicatedMs: 0, totalMs: 0, allReduceBytes: 0, allGatherBytes: 0 };
     if (dp.configCrc < 0) dp.configCrc = this.configCrc();
     const v: LocalVerdict = { status: 'ok', active: null, gradCrc: -1, paramCrc: -1 };
     let tx: StepTx | undefined;
@@ -299,6 +299,7 @@ export abstract class BaseOptimizer implements Optimizer {
       crcOf = gs.every((g) => !(g instanceof Tensor)) ? (gs as FloatArray[]) : null;
     }
     const t1 = performance.now();
+    const cpu1 = process.cpuUsage();
     prof.allReduceMs = t1 - t0;
     // (b) Job 1: staging, the gradient guard, this rank's share. The fingerprints run on the
     // pool meanwhile (never rejecting: a failure leaves the value unknown, -1).
@@ -327,7 +328,9 @@ export abstract class BaseOptimizer implements Optimizer {
       v.paramCrc = await paramCrc;
     }
     const t2 = performance.now();
+    const cpu = process.cpuUsage(cpu1);
     prof.localMs = t2 - t1;
+    prof.localCpuMs = (cpu.user + cpu.system) / 1000;
     // (c) The verdicts: every rank decides the same from the same records.
     const records = await dp.exchange(v);
     const decision = dp.decide(records, v, this.paramNames, this.base.onNonFinite === 'skip', !!this.base.gradientsAveraged);

@@ -58,6 +58,12 @@ export interface StepProfile {
   allReduceMs: number;
   /** Job 1: staging and this rank's share (statistics, roots, preconditioning). */
   localMs: number;
+  /**
+   * The process's CPU time meanwhile (user + system): job 1's own work, little affected by
+   * other processes on a shared machine (no collective is in flight then; the gradient
+   * fingerprint runs beside it and counts too).
+   */
+  localCpuMs: number;
   /** The verdict all-gather: mostly waiting for the slowest rank's job 1. */
   verdictMs: number;
   /** Reading the directions out, the all-gather, writing them back in. */

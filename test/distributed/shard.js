@@ -272,6 +272,25 @@ async function equivalence(comm, check) {
     });
   }
 
+  check('missingGradient skip (the same parameters on every rank): bitwise equal to one process', async () => {
+    const opts = { ...COMMON, missingGradient: 'skip' };
+    const p = makeParams('float32');
+    const ref = makeParams('float32');
+    const o = new krad.KradagradStar(p, { ...opts, distributed: comm, gradientsAveraged: true });
+    const o1 = new krad.KradagradStar(ref, opts);
+    for (let t = 1; t <= 12; t++) {
+      const g = meanGrad('skip', P, t, 'float32');
+      if (t % 3 === 0) delete g.w2; // a whole parameter out, on every rank
+      if (t % 4 === 0) delete g.bias;
+      await o.stepAsync(g);
+      o1.step(g);
+      expect(sameBits(p, ref), `step ${t}: parameters differ from one process's`);
+    }
+    expect(Buffer.compare(await o.saveStateAsync(), o1.saveState()) === 0, 'the states differ');
+    o.dispose();
+    o1.dispose();
+  });
+
   check('a non-finite statistic on one rank only: every rank skips (onNonFinite skip) or rejects (throw) together', async () => {
     // w3 is one block, so one rank computes its statistics. A gradient of 1e30 in it is finite,
     // but its square overflows float32: that rank's statistics guard fires, the others' do not.

@@ -105,6 +105,7 @@ suite('sharded optimizers under mpirun', () => {
         'ok a non-finite statistic on one rank only: every rank skips (onNonFinite skip) or rejects (throw) together',
         'ok bad arguments, disagreeing ranks: every rank rejects with the same code, state unchanged, still in step',
         'ok Adam and Sgd take the communicator too: averaged gradients, identical parameters',
+        'ok missingGradient skip (the same parameters on every rank): bitwise equal to one process',
         'ok device-mode parameters and mixed dtypes: one all-reduce per dtype, the same steps',
       ]),
     );
