@@ -152,13 +152,16 @@ export abstract class KradagradTfjsOptimizer<O extends BaseOptions = BaseOptions
     }
     const p = this.prepare(variableGradients);
     const grads: Record<string, Float32Array> = {};
+    const deferred = !!this.distributed;
     p.entries.forEach(([, g], i) => {
-      // Copied: the gradients are disposed before a deferred step runs.
-      if (g) grads[p.keys[i]] = Float32Array.from(g.dataSync() as Float32Array);
+      if (!g) return;
+      const d = g.dataSync() as Float32Array;
+      // Copied when deferred: the gradients are disposed before the step runs.
+      grads[p.keys[i]] = deferred ? Float32Array.from(d) : d;
     });
     // The variables' current values (they may have been changed outside the optimizer).
     for (const s of this.slots) s.host.set(p.registered[s.varName].dataSync() as Float32Array);
-    if (this.distributed) {
+    if (deferred) {
       this.deferred = { grads, registered: p.registered };
       return;
     }
