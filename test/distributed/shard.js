@@ -590,8 +590,10 @@ async function tfjsScenario(comm, check) {
 /** Rank 1 dies while distributed steps are in flight; the job must end, non-zero, soon. */
 async function faultScenario(comm, which) {
   const p = { w: { data: new Float32Array(256 * 256).fill(0.01), shape: [256, 256] } };
-  const o = new krad.KradagradStar(p, { backend: 'cpu', blockSize: 64, rootFrequency: 2, distributed: comm });
-  const g = { w: new Float32Array(256 * 256).map((_, i) => Math.sin(i + comm.rank)) };
+  // onNonFinite 'skip': however long the ranks run before the kill, they keep stepping (the
+  // scenario must end by the fault, never by a step error of its own).
+  const o = new krad.KradagradStar(p, { backend: 'cpu', blockSize: 64, rootFrequency: 2, lr: 1e-3, onNonFinite: 'skip', distributed: comm });
+  const g = { w: new Float32Array(256 * 256).map((_, i) => 1e-3 * Math.sin(i + comm.rank)) };
   await o.stepAsync(g);
   console.log(`rank ${comm.rank} ready`);
   if (comm.rank === 1) {
