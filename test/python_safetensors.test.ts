@@ -29,7 +29,11 @@ maybe('checkpoints in Python (safetensors)', () => {
     expect(have).toBe(true);
     const B = getBackend('cpu');
     const r = mulberry32(9);
-    const arr = (n: number) => (dtype === 'float32' ? Float32Array : Float64Array).from({ length: n }, () => 2 * r() - 1);
+    const arr = (n: number): Float32Array | Float64Array => {
+      const a = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
+      for (let i = 0; i < n; i++) a[i] = 2 * r() - 1;
+      return a;
+    };
     const p = { w: { data: arr(35), shape: [5, 7] }, b: { data: arr(7), shape: [7] }, c: { data: arr(24), shape: [2, 3, 4] } };
     const opt = name.startsWith('Shampoo')
       ? new Shampoo(p, { backend: B, blockSize: 4, rootFrequency: 2, statisticsDtype: 'float64', momentum: 0.5 })

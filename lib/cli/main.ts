@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `kradagrad` command line: benchmarks (`bench conditioning`, `bench step`), `info`,
+ * The `kradagrad` command line: benchmarks (`bench conditioning`, `bench step`, `bench distributed`), `info`,
  * `golden [file.json]`, `build-native`, `build-mpi` and `help`. Exit codes: 0 ok, 1 failure, 2 usage error.
  */
 import * as fs from 'fs';
@@ -16,6 +16,8 @@ Commands:
                         learning-rate sweeps, loss table, plot (SVG/PNG), JSON
   bench step            amortized per-step time per optimizer and precision on the
                         ResNet-32, MLP and 4096x4096 parameter sets, per backend
+  bench distributed     the sharded optimizers under mpirun: step and root-refresh
+                        time per rank, bytes per step, measured bandwidth
   info                  backends found, why CUDA is or is not used, versions, device
   golden [file.json]    replay golden optimizer trajectories (default: the shipped
                         reference file), PASS/FAIL per case
@@ -28,10 +30,11 @@ Commands:
 Run 'kradagrad <command> --help' for a command's options.
 Exit codes: 0 ok, 1 failure, 2 usage error.`;
 
-export const benchHelp = `Usage: kradagrad bench <conditioning|step> [options]
+export const benchHelp = `Usage: kradagrad bench <conditioning|step|distributed> [options]
 
   conditioning   the paper's synthetic ill-conditioned quadratic (kradagrad bench conditioning --help)
-  step           amortized per-step time per optimizer (kradagrad bench step --help)`;
+  step           amortized per-step time per optimizer (kradagrad bench step --help)
+  distributed    the sharded optimizers under mpirun (kradagrad bench distributed --help)`;
 
 export const buildNativeHelp = `Usage: kradagrad build-native [--force]
 
@@ -90,6 +93,7 @@ async function runBuild(cmd: 'build-native' | 'build-mpi', argv: string[], io: I
 const lazy = {
   conditioning: (): Handler => require('./conditioning').benchConditioning,
   step: (): Handler => require('./step').benchStep,
+  distributed: (): Handler => require('./distributed').benchDistributed,
   info: (): Handler => require('./info').runInfo,
 };
 
@@ -99,6 +103,7 @@ function helpOf(topic: string[]): string | undefined {
   if (key === 'bench') return benchHelp;
   if (key === 'bench conditioning') return require('./conditioning').conditioningHelp;
   if (key === 'bench step') return require('./step').stepHelp;
+  if (key === 'bench distributed') return require('./distributed').distributedHelp;
   if (key === 'info') return require('./info').infoHelp;
   if (key === 'golden') {
     const g = goldenModule();
@@ -142,7 +147,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       }
       if (sub === 'conditioning') return await lazy.conditioning()(args, io);
       if (sub === 'step') return await lazy.step()(args, io);
-      throw new UsageError(`unknown benchmark '${sub}'; expected conditioning or step`);
+      if (sub === 'distributed') return await lazy.distributed()(args, io);
+      throw new UsageError(`unknown benchmark '${sub}'; expected conditioning, step or distributed`);
     }
     if (cmd === 'info') return await lazy.info()(rest, io);
     if (cmd === 'build-native' || cmd === 'build-mpi') return await runBuild(cmd, rest, io);

@@ -9,6 +9,11 @@
  * gradients, statistics or updates; roots failing too often); the job runs on the main
  * thread (`step`) or off it (`stepAsync`), and the spare buffers are swapped in only when
  * it ran to the end. A rejected step therefore changes nothing.
+ *
+ * With the `distributed` option (data_parallel.ts) a step is two jobs around collectives:
+ * the gradients' all-reduce, job 1 (staging and this rank's share: recordLocal), the
+ * verdict exchange that decides for every rank, the all-gather of what the ranks computed
+ * (exchangeLocal / receiveExchanged), job 2 (recordReplicated, the same on every rank).
  */
 import { KradagradError, describe } from '../errors';
 import { record, type NativeJob, type NativeJobResult } from '../exec';
@@ -17,14 +22,18 @@ import { Backend, DType, FloatArray, Tensor, getBackend } from '../tensor';
 import {
   type CheckpointMeta,
   type DecodedCheckpoint,
+  type EncodedTensor,
   type StateTensor,
   checksumOf,
   checksumOfAsync,
   decodeCheckpoint,
   encodeCheckpoint,
+  encodeEntries,
   isV1,
+  readStateTensors,
   sealCheckpoint,
 } from './checkpoint';
+import { DataParallel, type LocalVerdict, type StepProfile, allGatherBytes, fingerprint } from './data_parallel';
 import { readFile, readFileAsync, writeFileAtomic, writeFileAtomicAsync } from './files';
 import { ResolvedBase, lrAt } from './options';
 import { StepTx, type Guard } from './step_tx';
@@ -65,6 +74,8 @@ export abstract class BaseOptimizer implements Optimizer {
   private disposed = false;
   /** A stepAsync in flight: every other call throws BUSY. */
   private inFlight = false;
+  /** Data-parallel mode (the `distributed` option): the gradient buffers and the collective decisions. */
+  protected readonly dp?: DataParallel;
 
   protected constructor(params: NamedParams, base: ResolvedBase, where: string) {
     this.base = base;
@@ -82,6 +93,7 @@ export abstract class BaseOptimizer implements Optimizer {
         s.mNext = this.backend.tensor(s.dtype, [s.size]);
       }
     }
+    if (base.distributed) this.dp = new DataParallel(base.distributed, this.slots);
   }
 
   private register(name: string, p: unknown, where: string): ParamSlot {
@@ -205,13 +217,158 @@ export abstract class BaseOptimizer implements Optimizer {
     return record(this.backend, () => {
       this.stage(tx);
       this.recordUpdate(tx);
-      // Device mode: the new values reach the user's tensors only after every guard passed.
-      const out = tx.activeSlots.map((i) => this.slots[i]).filter((s) => s.wOut !== s.w);
-      ops.copyMany(
-        out.map((s) => s.wOut),
-        out.map((s) => s.w),
-      );
+      this.recordCopyOut(tx);
     });
+  }
+
+  /** Device mode: the new values reach the user's tensors only after every guard passed. */
+  private recordCopyOut(tx: StepTx): void {
+    const out = tx.activeSlots.map((i) => this.slots[i]).filter((s) => s.wOut !== s.w);
+    ops.copyMany(
+      out.map((s) => s.wOut),
+      out.map((s) => s.w),
+    );
+  }
+
+  // ---- data-parallel steps (the distributed option) ---------------------------------------
+
+  /** Distributed, job 1 after staging: this rank's share of the step. Default: none (everything is replicated). */
+  protected recordLocal(_tx: StepTx): void {}
+  /**
+   * Distributed, after job 1 committed to go on: what this rank contributes to the
+   * all-gather (`send`, read out of job 1's results now) and where every rank's arrive
+   * (`recv`, rank order), or null when the step exchanges nothing.
+   */
+  protected exchangeLocal(_tx: StepTx): { send: FloatArray; recv: FloatArray } | null {
+    return null;
+  }
+  /** Distributed: takes in what the all-gather delivered (before job 2 is recorded). */
+  protected receiveExchanged(_tx: StepTx): void {}
+  /** Distributed, job 2: the rest of the step, identical on every rank. Default: recordUpdate. */
+  protected recordReplicated(tx: StepTx): void {
+    this.recordUpdate(tx);
+  }
+
+  /** The parameters' values (host arrays, or read back from device tensors), for the replica check. */
+  private paramValues(): FloatArray[] {
+    return this.slots.map((s) => s.host ?? s.w.read());
+  }
+
+  /** CRC-32C of what every rank's optimizer must agree on: kind, parameters, options. */
+  private configCrc(): number {
+    const cfg = JSON.stringify({ kind: this.kind, params: this.meta().params, options: this.optionsRecord() });
+    return this.backend.addon.crc32c(Buffer.from(cfg, 'utf8'));
+  }
+
+  /**
+   * One data-parallel step (data_parallel.ts has the sequence). Every rank takes part in
+   * every collective whatever happened locally, and throws only after the verdict
+   * exchange, so a rank's failure never leaves the others waiting.
+   */
+  private async stepDistributed(dp: DataParallel, grads: Grads): Promise<void> {
+    const comm = dp.comm;
+    const a = this.backend.addon;
+    const t0 = performance.now();
+    const prof: StepProfile = { allReduceMs: 0, localMs: 0, localCpuMs: 0, verdictMs: 0, allGatherMs: 0, replicatedMs: 0, totalMs: 0, allReduceBytes: 0, allGatherBytes: 0 };
+    if (dp.configCrc < 0) dp.configCrc = this.configCrc();
+    const v: LocalVerdict = { status: 'ok', active: null, gradCrc: -1, paramCrc: -1 };
+    let tx: StepTx | undefined;
+    try {
+      tx = this.begin(grads);
+      v.active = tx.active.slice();
+    } catch (e) {
+      v.status = 'invalid';
+      v.error = e;
+    }
+    // (a) One all-reduce of every gradient (per dtype present).
+    let staged: Record<string, unknown> | undefined = tx?.grads;
+    let crcOf: FloatArray[] | null = null;
+    if (!this.base.gradientsAveraged) {
+      dp.pack(this.slots.map((s, i) => (tx && tx.active[i] ? (tx.grads[s.name] as FloatArray | Tensor) : undefined)));
+      await dp.average();
+      prof.allReduceBytes = dp.gradientBytes;
+      if (tx) {
+        const avg: Record<string, FloatArray> = {};
+        for (const i of tx.activeSlots) avg[this.slots[i].name] = dp.averaged(i);
+        staged = avg;
+      }
+      crcOf = dp.buffers();
+    } else if (tx) {
+      const gs = tx.activeSlots.map((i) => tx!.grads[this.slots[i].name]);
+      // Device tensors given as averaged are not read back just to compare them.
+      crcOf = gs.every((g) => !(g instanceof Tensor)) ? (gs as FloatArray[]) : null;
+    }
+    const t1 = performance.now();
+    const cpu1 = process.cpuUsage();
+    prof.allReduceMs = t1 - t0;
+    // (b) Job 1: staging, the gradient guard, this rank's share. The fingerprints run on the
+    // pool meanwhile (never rejecting: a failure leaves the value unknown, -1).
+    let r1: NativeJobResult | undefined;
+    let stx: StepTx | undefined;
+    if (tx && v.status === 'ok') {
+      stx = tx.withGrads(staged!);
+      const gradCrc = (crcOf ? fingerprint(crcOf, a.crc32c, a.crc32cAsync) : Promise.resolve(-1)).catch(() => -1);
+      const paramCrc = (dp.checkParams ? fingerprint(this.paramValues(), a.crc32c, a.crc32cAsync) : Promise.resolve(-1)).catch(() => -1);
+      try {
+        const tx1 = stx;
+        const job = record(this.backend, () => {
+          this.stage(tx1);
+          this.recordLocal(tx1);
+        });
+        r1 = await job.runAsync();
+        if (r1.aborted) {
+          v.status = 'abort';
+          v.error = this.abortError(stx.guardOf(r1.tag), r1);
+        }
+      } catch (e) {
+        v.status = 'error';
+        v.error = e;
+      }
+      v.gradCrc = await gradCrc;
+      v.paramCrc = await paramCrc;
+    }
+    const t2 = performance.now();
+    const cpu = process.cpuUsage(cpu1);
+    prof.localMs = t2 - t1;
+    prof.localCpuMs = (cpu.user + cpu.system) / 1000;
+    // (c) The verdicts: every rank decides the same from the same records.
+    const records = await dp.exchange(v);
+    const decision = dp.decide(records, v, this.paramNames, this.base.onNonFinite === 'skip', !!this.base.gradientsAveraged);
+    const t3 = performance.now();
+    prof.verdictMs = t3 - t2;
+    if (decision.kind === 'throw') throw decision.error;
+    dp.checkParams = false;
+    if (decision.kind === 'skip') {
+      this.skippedSteps++;
+      return;
+    }
+    // (d) What the ranks computed, to every rank.
+    const x = this.exchangeLocal(stx!);
+    if (x) {
+      await comm.allGather(x.send, x.recv);
+      this.receiveExchanged(stx!);
+      prof.allGatherBytes = x.send.byteLength;
+    }
+    const t4 = performance.now();
+    prof.allGatherMs = t4 - t3;
+    // (e) Job 2: the same inputs on every rank, so the same bits; its guard (the new
+    // values) therefore decides the same everywhere too.
+    const tx2 = stx!;
+    tx2.job = 1;
+    const r2 = await record(this.backend, () => {
+      this.recordReplicated(tx2);
+      this.recordCopyOut(tx2);
+    }).runAsync();
+    this.complete(tx2, r2, [r1!, r2]);
+    const t5 = performance.now();
+    prof.replicatedMs = t5 - t4;
+    prof.totalMs = t5 - t0;
+    dp.profile = prof;
+  }
+
+  /** @internal Phase times of the last data-parallel step on this rank (null before one, or without `distributed`). */
+  get distributedProfile(): StepProfile | null {
+    return this.dp?.profile ?? null;
   }
 
   /** Work a step must wait for before it is recorded, without blocking (stepAsync). */
@@ -219,7 +376,7 @@ export abstract class BaseOptimizer implements Optimizer {
   /** What runs after a step committed (e.g. background root refreshes it launches). */
   protected afterCommit(_tx: StepTx): void {}
 
-  private complete(tx: StepTx, r: NativeJobResult): void {
+  private complete(tx: StepTx, r: NativeJobResult, all?: NativeJobResult[]): void {
     if (r.aborted) {
       const err = this.abortError(tx.guardOf(r.tag), r);
       if (err.code === 'NONFINITE' && this.base.onNonFinite === 'skip') {
@@ -240,7 +397,7 @@ export abstract class BaseOptimizer implements Optimizer {
         );
       }
     }
-    tx.commit(r);
+    tx.commit(all ?? r);
     this.t = tx.t;
     for (const i of tx.activeSlots) {
       const s = this.slots[i];
@@ -277,6 +434,12 @@ export abstract class BaseOptimizer implements Optimizer {
 
   step(grads: Grads): void {
     this.enter('step');
+    if (this.dp) {
+      throw new KradagradError(
+        `${this.kind}: step() is not available with the distributed option: a step waits for collectives, which must never block the event loop; use await stepAsync(grads)`,
+        'UNSUPPORTED',
+      );
+    }
     const tx = this.begin(grads);
     this.beforeRecordSync(tx);
     this.complete(tx, this.recordStep(tx).run());
@@ -286,6 +449,7 @@ export abstract class BaseOptimizer implements Optimizer {
     this.enter('stepAsync');
     this.inFlight = true;
     try {
+      if (this.dp) return await this.stepDistributed(this.dp, grads);
       const tx = this.begin(grads);
       await this.beforeRecordAsync(tx);
       const r = await this.recordStep(tx).runAsync();
@@ -378,10 +542,16 @@ export abstract class BaseOptimizer implements Optimizer {
   protected v1Counters(scalars: Record<string, unknown>): Record<string, unknown> {
     return scalars;
   }
-  /** The resolved options, as recorded in checkpoints (functions and backends by name). */
+  /**
+   * The resolved options, as recorded in checkpoints (functions and backends by name). The
+   * communicator and gradientsAveraged are how a run is wired, not what its state means:
+   * left out, so that a checkpoint is the same whichever world size saved it.
+   */
   protected optionsRecord(): Record<string, unknown> {
     return JSON.parse(
-      JSON.stringify(this.base, (_k, v) => (typeof v === 'function' ? 'function' : v instanceof Backend ? v.name : v)),
+      JSON.stringify(this.base, (k, v) =>
+        k === 'distributed' || k === 'gradientsAveraged' ? undefined : typeof v === 'function' ? 'function' : v instanceof Backend ? v.name : v,
+      ),
     ) as Record<string, unknown>;
   }
 
@@ -410,53 +580,197 @@ export abstract class BaseOptimizer implements Optimizer {
     };
   }
 
+  // ---- distributed checkpoints: the shards ---------------------------------------------
+
+  /** Distributed: the state tensors only this rank holds (its blocks). Default none: all state is replicated. */
+  protected shardTensors(): StateTensor[] {
+    return [];
+  }
+  /**
+   * Distributed: the whole state in the order a single process saves it, from this rank's
+   * replicated tensors and every rank's shard (`shards[r]`: rank r's shard tensors and
+   * counters, decoded), and the merged counters. Default: the replicated state alone.
+   */
+  protected mergeShards(_shards: DecodedCheckpoint[]): { entries: EncodedTensor[]; counters: Record<string, unknown> } {
+    return { entries: readStateTensors(this.stateTensors()), counters: this.counters() };
+  }
+  /**
+   * The names a checkpoint may hold beyond this rank's state tensors (distributed: the
+   * other ranks' blocks, which a rank skips when loading). Default none.
+   */
+  protected foreignStateNames(): ReadonlySet<string> {
+    return new Set();
+  }
+
+  private async seal(buf: Buffer): Promise<Buffer> {
+    const a = this.backend.addon;
+    return sealCheckpoint(buf, await checksumOfAsync(buf, a.crc32c, a.crc32cAsync));
+  }
+
+  /**
+   * Every rank's shard, gathered: each rank encodes its shard as a checkpoint of its own
+   * (its blocks and their counters), all ranks all-gather them, and each rank merges them
+   * with its replicated state into the whole checkpoint.
+   */
+  private async gatherState(dp: DataParallel): Promise<Buffer> {
+    const a = this.backend.addon;
+    const mine = await this.seal(encodeCheckpoint(this.meta(), this.shardTensors()));
+    const parts = await allGatherBytes(dp.comm, mine);
+    const shards: DecodedCheckpoint[] = [];
+    for (const p of parts) {
+      const b = Buffer.from(p.buffer, p.byteOffset, p.byteLength);
+      shards.push(decodeCheckpoint(b, await checksumOfAsync(b, a.crc32c, a.crc32cAsync)));
+    }
+    const { entries, counters } = this.mergeShards(shards);
+    return this.seal(encodeEntries({ ...this.meta(), counters }, entries));
+  }
+
+  /**
+   * Runs a collective of this optimizer (BUSY meanwhile) and agrees on its outcome: every
+   * rank all-gathers whether its part succeeded; all resolve, or all reject (a failing
+   * rank with its own error, the others naming it). `fingerprint` values (e.g. the CRC of
+   * a loaded file) must agree too, or all reject with `mismatch`.
+   */
+  private async agree<T>(
+    dp: DataParallel,
+    op: string,
+    body: () => Promise<{ value?: T; fingerprint?: number }>,
+    mismatch?: (r: number) => KradagradError,
+  ): Promise<T | undefined> {
+    this.enter(op);
+    this.inFlight = true;
+    try {
+      let res: { value?: T; fingerprint?: number } = {};
+      let error: unknown;
+      try {
+        res = await body();
+      } catch (e) {
+        error = e;
+      }
+      const e = error as { code?: unknown; message?: unknown } | undefined;
+      const mine = JSON.stringify(error ? { ok: false, code: typeof e?.code === 'string' ? e.code : 'INTERNAL', message: String(e?.message ?? error) } : { ok: true, f: res.fingerprint ?? -1 });
+      const all = (await allGatherBytes(dp.comm, Buffer.from(mine, 'utf8'))).map((b) => JSON.parse(Buffer.from(b).toString('utf8')) as { ok: boolean; code?: string; message?: string; f?: number });
+      const bad = all.findIndex((x) => !x.ok);
+      if (bad >= 0) {
+        if (bad === dp.comm.rank) throw error;
+        throw new KradagradError(`${op} failed on rank ${bad} of ${dp.comm.size}: ${all[bad].message}`, (all[bad].code ?? 'INTERNAL') as 'INTERNAL', { rank: bad });
+      }
+      const odd = all.findIndex((x) => x.f !== all[0].f);
+      if (odd >= 0 && mismatch) throw mismatch(odd);
+      return res.value;
+    } finally {
+      this.inFlight = false;
+    }
+  }
+
   saveState(): Buffer {
     this.enter('saveState');
+    if (this.dp) {
+      throw new KradagradError(
+        `${this.kind}: saveState() is not available with the distributed option (the state is spread over the ranks, and gathering it is a collective); use await saveStateAsync() or saveStateFileAsync(path) on every rank`,
+        'UNSUPPORTED',
+      );
+    }
     const buf = encodeCheckpoint(this.meta(), this.stateTensors());
     return sealCheckpoint(buf, checksumOf(buf, this.backend.addon.crc32c));
   }
 
-  private async saveStateAsync(): Promise<Buffer> {
-    const buf = encodeCheckpoint(this.meta(), this.stateTensors());
-    const a = this.backend.addon;
-    return sealCheckpoint(buf, await checksumOfAsync(buf, a.crc32c, a.crc32cAsync));
+  async saveStateAsync(): Promise<Buffer> {
+    this.enter('saveStateAsync');
+    const dp = this.dp;
+    if (dp) return (await this.agree(dp, 'saveStateAsync', async () => ({ value: await this.gatherState(dp) })))!;
+    return this.seal(encodeCheckpoint(this.meta(), this.stateTensors()));
   }
 
   loadState(buf: Buffer): void {
     this.enter('loadState');
     if (!Buffer.isBuffer(buf)) throw new KradagradError(`loadState expects a Buffer but received ${describe(buf)}`, 'STATE_FORMAT');
     const crc = isV1(buf) ? undefined : checksumOf(buf, this.backend.addon.crc32c);
-    this.apply(decodeCheckpoint(buf, crc));
+    this.prepareApply(decodeCheckpoint(buf, crc)).commit();
   }
 
-  private async loadStateAsync(buf: Buffer): Promise<void> {
+  async loadStateAsync(buf: Buffer): Promise<void> {
+    this.enter('loadStateAsync');
+    await this.loadAsync('loadStateAsync', async () => buf);
+  }
+
+  /**
+   * The asynchronous loads. Distributed: a collective; each rank validates the checkpoint
+   * against its own shard, and all write it only when every rank can, and all were given
+   * the same checkpoint (its checksum).
+   */
+  private async loadAsync(op: string, read: () => Promise<Buffer>): Promise<void> {
     const a = this.backend.addon;
-    const crc = isV1(buf) ? undefined : await checksumOfAsync(buf, a.crc32c, a.crc32cAsync);
-    this.enter('loadStateFileAsync');
-    this.apply(decodeCheckpoint(buf, crc));
+    const check = async (): Promise<{ d: DecodedCheckpoint; crc: number }> => {
+      const buf = await read();
+      if (!Buffer.isBuffer(buf)) throw new KradagradError(`${op} expects a Buffer but received ${describe(buf)}`, 'STATE_FORMAT');
+      const crc = isV1(buf) ? undefined : await checksumOfAsync(buf, a.crc32c, a.crc32cAsync);
+      return { d: decodeCheckpoint(buf, crc), crc: crc ?? -1 };
+    };
+    const dp = this.dp;
+    if (!dp) {
+      const { d } = await check();
+      this.enter(op);
+      this.prepareApply(d).commit();
+      return;
+    }
+    let plan: { commit: () => void; abandon: () => void } | undefined;
+    try {
+      await this.agree(
+        dp,
+        op,
+        async () => {
+          const { d, crc } = await check();
+          plan = this.prepareApply(d);
+          return { fingerprint: crc }; // the same checkpoint on every rank
+        },
+        (r) => new KradagradError(`${op}: rank 0 and rank ${r} were given different checkpoints; nothing was loaded`, 'STATE_FORMAT', { rank: r }),
+      );
+    } catch (e) {
+      plan?.abandon();
+      throw e;
+    }
+    plan!.commit();
   }
 
-  /** Checks a decoded checkpoint against this optimizer in full, then writes it (all or nothing). */
-  private apply(d: DecodedCheckpoint): void {
+  /**
+   * Checks a decoded checkpoint against this optimizer in full and returns what writes it
+   * (all or nothing: nothing changes until the returned function runs).
+   */
+  private prepareApply(d: DecodedCheckpoint): { commit: () => void; abandon: () => void } {
     const bad = (msg: string): never => {
       throw new KradagradError(`Checkpoint does not fit this optimizer: ${msg}`, 'STATE_FORMAT');
     };
     if (d.meta.kind !== this.kind) bad(`it is for '${d.meta.kind}' but this optimizer is '${this.kind}'`);
     const mine = this.slots.map((s) => ({ name: s.name, shape: s.shape, dtype: s.dtype }));
     if (JSON.stringify(d.meta.params) !== JSON.stringify(mine)) bad(`its parameters ${JSON.stringify(d.meta.params)} differ from ${JSON.stringify(mine)}`);
+    if (d.version === 1 && this.dp) bad('format 1 checkpoints load into a single-process optimizer only (load it there and save it again: format 2 loads at any world size)');
     const plan = this.loadPlan(d.version === 1 ? this.v1Counters(d.meta.counters) : d.meta.counters, d.meta.step);
+    let write: () => void;
     try {
-      this.applyPlan(d, plan.tensors);
+      write = this.checkPlan(d, plan.tensors);
     } catch (e) {
       plan.abandon();
       throw e;
     }
-    plan.commit();
-    this.t = d.meta.step;
-    this.skippedSteps = d.meta.skipped;
+    const commit = (): void => {
+      try {
+        write();
+      } catch (e) {
+        plan.abandon();
+        throw e;
+      }
+      plan.commit();
+      this.t = d.meta.step;
+      this.skippedSteps = d.meta.skipped;
+      // A resumed run may come with parameters of its own: the next step compares them.
+      if (this.dp) this.dp.checkParams = true;
+    };
+    return { commit, abandon: plan.abandon };
   }
 
-  private applyPlan(d: DecodedCheckpoint, entries: StateTensor[]): void {
+  /** Checks every tensor the plan needs against the checkpoint; returns what writes them. */
+  private checkPlan(d: DecodedCheckpoint, entries: StateTensor[]): () => void {
     const bad = (msg: string): never => {
       throw new KradagradError(`Checkpoint does not fit this optimizer: ${msg}`, 'STATE_FORMAT');
     };
@@ -483,20 +797,22 @@ export abstract class BaseOptimizer implements Optimizer {
     sources.forEach((src, i) => {
       for (let j = 0; j < src.length; j++) if (!Number.isFinite(src[j])) bad(`tensor '${entries[i].name}' holds NaN or Inf (element ${j})`);
     });
-    const expected = names ? new Set([...names.values()].map((v) => v.v1)) : new Set(entries.map((e) => e.name));
+    const expected = names ? new Set([...names.values()].map((v) => v.v1)) : new Set([...entries.map((e) => e.name), ...this.foreignStateNames()]);
     for (const k of d.tensors.keys()) if (!expected.has(k)) bad(`it holds tensor '${k}' this optimizer does not have (options differ?)`);
-    // Everything checked: write. Batched tensors are assembled on the host and written once.
-    const whole = new Map<Tensor, FloatArray>();
-    entries.forEach((e, i) => {
-      if (e.item === undefined) {
-        e.tensor.write(sources[i] as FloatArray);
-        return;
-      }
-      let buf = whole.get(e.tensor);
-      if (!buf) whole.set(e.tensor, (buf = e.tensor.dtype === 'float32' ? new Float32Array(e.tensor.size) : new Float64Array(e.tensor.size)));
-      buf.set(sources[i], e.item * e.tensor.itemSize);
-    });
-    for (const [t, data] of whole) t.write(data);
+    // Everything checked: the writes. Batched tensors are assembled on the host and written once.
+    return () => {
+      const whole = new Map<Tensor, FloatArray>();
+      entries.forEach((e, i) => {
+        if (e.item === undefined) {
+          e.tensor.write(sources[i] as FloatArray);
+          return;
+        }
+        let buf = whole.get(e.tensor);
+        if (!buf) whole.set(e.tensor, (buf = e.tensor.dtype === 'float32' ? new Float32Array(e.tensor.size) : new Float64Array(e.tensor.size)));
+        buf.set(sources[i], e.item * e.tensor.itemSize);
+      });
+      for (const [t, data] of whole) t.write(data);
+    };
   }
 
   saveStateFile(path: string): void {
@@ -508,11 +824,21 @@ export abstract class BaseOptimizer implements Optimizer {
   }
   async saveStateFileAsync(path: string): Promise<void> {
     this.enter('saveStateFileAsync');
-    await writeFileAtomicAsync(path, await this.saveStateAsync());
+    const dp = this.dp;
+    if (!dp) {
+      await writeFileAtomicAsync(path, await this.saveStateAsync());
+      return;
+    }
+    // Rank 0 writes; every rank resolves (or rejects) once the file is complete.
+    await this.agree(dp, 'saveStateFileAsync', async () => {
+      const buf = await this.gatherState(dp);
+      if (dp.comm.rank === 0) await writeFileAtomicAsync(path, buf);
+      return {};
+    });
   }
   async loadStateFileAsync(path: string): Promise<void> {
     this.enter('loadStateFileAsync');
-    await this.loadStateAsync(await readFileAsync(path));
+    await this.loadAsync('loadStateFileAsync', () => readFileAsync(path));
   }
 
   dispose(): void {

@@ -137,9 +137,13 @@ export function planParam(name: string, shape: number[], blockSize: number, merg
   return { name, shape, transformed, blocks: transformed.length ? partition(transformed, blockSize) : [] };
 }
 
-/** Groups blocks by extent, in first-seen order (deterministic). */
-export function groupBlocks(plans: ParamPlan[]): BlockGroup[] {
+/**
+ * Groups blocks by extent, in first-seen order (deterministic). `keep` restricts it to some
+ * blocks (a rank's share in data-parallel mode); the groups keep the same relative order.
+ */
+export function groupBlocks(plans: ParamPlan[], keep?: (param: number, block: number) => boolean): BlockGroup[] {
   if (!Array.isArray(plans)) bad('groupBlocks', 'an array of parameter plans', plans);
+  if (keep !== undefined && typeof keep !== 'function') bad('groupBlocks', 'a function (param, block) => boolean, or nothing', keep);
   plans.forEach((p, i) => {
     if (!p || typeof p !== 'object' || !Array.isArray(p.blocks)) bad('groupBlocks', `a plan (with blocks) at ${i}`, p);
     for (const b of p.blocks) if (!b || typeof b !== 'object' || !Array.isArray(b.extent)) bad('groupBlocks', `blocks with extents in plan ${i}`, b);
@@ -147,6 +151,7 @@ export function groupBlocks(plans: ParamPlan[]): BlockGroup[] {
   const groups = new Map<string, BlockGroup>();
   plans.forEach((p, pi) =>
     p.blocks.forEach((b, bi) => {
+      if (keep && !keep(pi, bi)) return;
       const key = b.extent.join('x');
       let g = groups.get(key);
       if (!g) groups.set(key, (g = { extent: b.extent, members: [] }));

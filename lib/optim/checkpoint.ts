@@ -69,8 +69,16 @@ const CHECKSUM_ZERO = '00000000';
 /** CRC-32C (the native helper). */
 export type Crc = (bytes: Uint8Array, seed?: number) => number;
 
+/** A state tensor as host bytes, ready to encode. */
+export interface EncodedTensor {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  bytes: Uint8Array;
+}
+
 /** Host bytes of every state tensor, each group tensor read once. */
-function readAll(tensors: StateTensor[]): { name: string; dtype: DType; shape: number[]; bytes: Uint8Array }[] {
+export function readStateTensors(tensors: StateTensor[]): EncodedTensor[] {
   const cache = new Map<Tensor, FloatArray>();
   return tensors.map((t) => {
     let all = cache.get(t.tensor);
@@ -87,7 +95,11 @@ function readAll(tensors: StateTensor[]): { name: string; dtype: DType; shape: n
  * {@link sealCheckpoint} (split so the CRC of large files can run off the main thread).
  */
 export function encodeCheckpoint(meta: CheckpointMeta, tensors: StateTensor[]): Buffer {
-  const parts = readAll(tensors);
+  return encodeEntries(meta, readStateTensors(tensors));
+}
+
+/** encodeCheckpoint from host bytes (the distributed save merges the ranks' shards this way). */
+export function encodeEntries(meta: CheckpointMeta, parts: EncodedTensor[]): Buffer {
   const names = new Set<string>();
   for (const p of parts) {
     if (names.has(p.name) || p.name === '__metadata__') fail(`duplicate tensor name '${p.name}'`);

@@ -12,13 +12,23 @@
  * The schedule (schedule.ts) answers "is it due?". Subclasses supply only what differs:
  * the initial statistic, its update, the root exponent and floor, and (KrADagrad) which
  * factors a step uses and how its statistics see the gradient.
+ *
+ * Data-parallel (the `distributed` option): the blocks of all parameters are assigned to
+ * the ranks by cost (assignBlocks: n^3 per factor, the same on every rank), and a rank
+ * builds its groups from its own blocks only, so it holds statistics, roots and their
+ * scratch for those alone (about 1/size of the factor memory). Job 1 runs steps 1-5 for
+ * them without the scatter; the preconditioned blocks of every rank are all-gathered (in
+ * the compute dtype, each rank's groups back to back); job 2 scatters every rank's blocks
+ * into the directions and runs step 6, the same on every rank. Per block the arithmetic is
+ * the same as in one process (a batched op computes each item on its own), so with the
+ * same gradients the trajectory is the same, bit for bit, at any world size.
  */
 import { KradagradError } from '../errors';
 import * as ops from '../ops';
-import type { DType, Tensor } from '../tensor';
+import type { DType, FloatArray, Tensor } from '../tensor';
 import { BaseOptimizer, ParamSlot } from './base';
 import { BlockGroup, ParamPlan, groupBlocks, planParam } from './blocking';
-import type { StateTensor } from './checkpoint';
+import { type DecodedCheckpoint, type EncodedTensor, type StateTensor, readStateTensors } from './checkpoint';
 import { Graft, makeGraft } from './grafting';
 import { ResolvedPreconditioner } from './options';
 import { PendingRefresh, RootGroup, RootRefresher, nativeRootSpec } from './root_refresh';
@@ -52,6 +62,41 @@ export interface Group extends RootGroup {
   rotation: { inp: Tensor; out: Tensor }[];
 }
 
+/** The layout of a group of blocks: where each parameter's blocks sit in its batch. */
+type Segments = Group['segments'];
+
+/** Data-parallel mode: the blocks of every rank, and the buffers of the direction all-gather. */
+interface Shard {
+  rank: number;
+  /** Per rank: its groups (layout only), in the order that rank builds them, which is the order of its payload. */
+  groups: { extent: number[]; members: BlockGroup['members']; segments: Segments; elems: number }[][];
+  /** Per rank: where its payload starts in `recv`. */
+  offsets: number[];
+  /** This rank's payload and every rank's (addon-owned: the all-gather runs in place). */
+  send: FloatArray;
+  recv: FloatArray;
+  /** Per rank, per group: the tensor job 2 scatters from (null for this rank: its own groups' outputs). */
+  inbox: (Tensor | null)[][];
+  /** This step's preconditioned blocks of this rank's groups (recorded in job 1). */
+  outs: (Tensor | null)[];
+  /** The groups of all ranks' blocks in a single process's order: the order of checkpoints. */
+  all: BlockGroup[];
+  /** Parameters with at least one block of this rank. */
+  ownsBlockOf: boolean[];
+}
+
+/** Where each parameter's blocks sit in the batch of a group, and their offsets. */
+function segmentsOf(bg: BlockGroup, plans: ParamPlan[]): Segments {
+  const segments: Segments = [];
+  bg.members.forEach((m, j) => {
+    const last = segments[segments.length - 1];
+    const off = plans[m.param].blocks[m.block].offset;
+    if (last && last.param === m.param) last.offsets.push(off);
+    else segments.push({ param: m.param, first: j, offsets: [off] });
+  });
+  return segments;
+}
+
 /** Per-parameter buffers of the Kronecker optimizers. */
 interface KSlot {
   plan: ParamPlan;
@@ -75,6 +120,8 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
   protected readonly schedule: Schedule;
   protected readonly graft: Graft;
   protected readonly refresher: RootRefresher;
+  /** Data-parallel mode: the shards of the blocks. */
+  private readonly shard?: Shard;
 
   protected constructor(params: NamedParams, o: ResolvedPreconditioner, where: string, zeroBasedCount = false) {
     super(params, o, where);
@@ -96,7 +143,45 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
       if (rawMom) ks.rawMom = [B.tensor(s.dtype, [s.size]), B.tensor(s.dtype, [s.size])];
       return ks;
     });
-    this.groups = groupBlocks(plans).map((bg) => this.makeGroup(bg, plans));
+    const comm = o.distributed;
+    if (comm) {
+      // The same assignment on every rank: blocks in a fixed order (parameters, then their
+      // blocks), each costing the n^3 of its factors. (Required here: a single process loads
+      // nothing of kradagrad/distributed.)
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      const { assignBlocks } = require('../distributed/assign') as typeof import('../distributed/assign');
+      const ids = plans.flatMap((p, pi) => p.blocks.map((b, bi) => ({ pi, bi, extent: b.extent })));
+      const { owner } = assignBlocks(
+        ids.map((x) => x.extent),
+        comm.size,
+      );
+      const first = plans.map((_, pi) => ids.findIndex((x) => x.pi === pi));
+      const ownerOf = (pi: number, bi: number): number => owner[first[pi] + bi];
+      const groups = Array.from({ length: comm.size }, (_, r) =>
+        groupBlocks(plans, (pi, bi) => ownerOf(pi, bi) === r).map((bg) => ({
+          extent: bg.extent,
+          members: bg.members,
+          segments: segmentsOf(bg, plans),
+          elems: bg.members.length * bg.extent.reduce((x, y) => x * y, 1),
+        })),
+      );
+      const counts = groups.map((gs) => gs.reduce((x, g) => x + g.elems, 0));
+      const offsets = counts.map((_, r) => counts.slice(0, r).reduce((x, y) => x + y, 0));
+      this.shard = {
+        rank: comm.rank,
+        groups,
+        offsets,
+        send: comm.allocate(this.cdt, counts[comm.rank]),
+        recv: comm.allocate(this.cdt, counts.reduce((x, y) => x + y, 0)),
+        inbox: groups.map((gs, r) => gs.map((g) => (r === comm.rank ? null : B.tensor(this.cdt, g.extent, g.members.length)))),
+        outs: [],
+        all: groupBlocks(plans),
+        ownsBlockOf: plans.map((p, pi) => p.blocks.some((_, bi) => ownerOf(pi, bi) === comm.rank)),
+      };
+      this.groups = groupBlocks(plans, (pi, bi) => ownerOf(pi, bi) === comm.rank).map((bg) => this.makeGroup(bg, plans));
+    } else {
+      this.groups = groupBlocks(plans).map((bg) => this.makeGroup(bg, plans));
+    }
     this.graft = makeGraft(o, this.slots, B);
     const a = o.asyncRoots;
     this.refresher = new RootRefresher(B, o.rootMethod, o.maxRootFailures, a ? a.maxStaleness * o.rootFrequency : 0);
@@ -105,13 +190,7 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
   private makeGroup(bg: BlockGroup, plans: ParamPlan[]): Group {
     const B = this.backend;
     const batch = bg.members.length;
-    const segments: Group['segments'] = [];
-    bg.members.forEach((m, j) => {
-      const last = segments[segments.length - 1];
-      const off = plans[m.param].blocks[m.block].offset;
-      if (last && last.param === m.param) last.offsets.push(off);
-      else segments.push({ param: m.param, first: j, offsets: [off] });
-    });
+    const segments = segmentsOf(bg, plans);
     const t = (shape: number[]): Tensor => B.tensor(this.cdt, shape, batch);
     const G = t(bg.extent);
     const bufA = t(bg.extent);
@@ -201,13 +280,24 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
   }
 
   protected recordUpdate(tx: StepTx): void {
+    const started = this.schedule.started(tx.t);
+    this.gather(tx);
+    this.recordGroups(tx).forEach((out, j) => {
+      if (out) this.moveBoxes(this.groups[j], out, true, tx);
+    });
+    this.finishDirections(tx, started);
+  }
+
+  /**
+   * Steps 1-5 for every group: gather its blocks, statistics and roots when due, and (once
+   * preconditioning has started) the preconditioned blocks: per group, the buffer holding
+   * them, else null. Statistics of every group, then one guard over all of them, then roots,
+   * then the preconditioned blocks: each group's ops are independent of the others', so
+   * this order only saves guards (one per step, not one per group).
+   */
+  private recordGroups(tx: StepTx): (Tensor | null)[] {
     const S = this.schedule;
     const c = S.count(tx.t);
-    const started = S.started(tx.t);
-    this.gather(tx);
-    // Statistics of every group, then one guard over all of them, then roots, then the
-    // directions: each group's ops are independent of the others', so this order only
-    // saves guards (one per step, not one per group).
     const news: { t: Tensor; what: string }[] = [];
     const steps = this.groups.map((g) => {
       this.moveBoxes(g, g.G, false);
@@ -234,13 +324,56 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
         else this.recordRoots(tx, g, dims, stats, roots, mask);
       }
     }
-    if (started) for (const { g, dims, roots, x } of steps) this.moveBoxes(g, this.precondition(g, x, dims, roots), true, tx);
+    return steps.map(({ g, dims, roots, x }) => (S.started(tx.t) ? this.precondition(g, x, dims, roots) : null));
+  }
+
+  // ---- data-parallel steps (base.ts drives them) -------------------------------------------
+
+  /** Job 1: this rank's groups, up to their preconditioned blocks (kept for the all-gather). */
+  protected recordLocal(tx: StepTx): void {
+    const sh = this.shard!;
+    this.gather(tx, sh.ownsBlockOf);
+    sh.outs = this.recordGroups(tx);
+  }
+
+  /** This rank's preconditioned blocks, group after group, into the payload (nothing before preconditioning starts). */
+  protected exchangeLocal(tx: StepTx): { send: FloatArray; recv: FloatArray } | null {
+    const sh = this.shard;
+    if (!sh || !this.schedule.started(tx.t)) return null;
+    let off = 0;
+    sh.groups[sh.rank].forEach((g, j) => {
+      sh.outs[j]!.read(sh.send.subarray(off, off + g.elems) as FloatArray);
+      off += g.elems;
+    });
+    return { send: sh.send, recv: sh.recv };
+  }
+
+  /** The other ranks' blocks, from the payload into their inbox tensors. */
+  protected receiveExchanged(): void {
+    const sh = this.shard!;
+    sh.groups.forEach((gs, r) => {
+      if (r === sh.rank) return;
+      let off = sh.offsets[r];
+      gs.forEach((g, j) => {
+        sh.inbox[r][j]!.write(sh.recv.subarray(off, off + g.elems) as FloatArray);
+        off += g.elems;
+      });
+    });
+  }
+
+  /** Job 2: every rank's blocks scattered into the directions, then grafting, momentum and the update. */
+  protected recordReplicated(tx: StepTx): void {
+    const sh = this.shard!;
+    const started = this.schedule.started(tx.t);
+    if (started) {
+      sh.groups.forEach((gs, r) => gs.forEach((g, j) => this.moveBoxes(g, r === sh.rank ? sh.outs[j]! : sh.inbox[r][j]!, true, tx)));
+    }
     this.finishDirections(tx, started);
   }
 
-  /** Casts the active gradients to the compute dtype. */
-  private gather(tx: StepTx): void {
-    const cast = tx.activeSlots.filter((i) => this.k[i].gc !== this.slots[i].g);
+  /** Casts the active gradients to the compute dtype (distributed: of the parameters with blocks here). */
+  private gather(tx: StepTx, only?: boolean[]): void {
+    const cast = tx.activeSlots.filter((i) => this.k[i].gc !== this.slots[i].g && (!only || only[i]));
     ops.copyMany(
       cast.map((i) => this.slots[i].g),
       cast.map((i) => this.k[i].gc),
@@ -248,7 +381,7 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
   }
 
   /** Gathers the blocks of every parameter into `blocks`, or scatters them into the directions of the active ones. */
-  private moveBoxes(g: Group, blocks: Tensor, scatter: boolean, tx?: StepTx): void {
+  private moveBoxes(g: { segments: Segments }, blocks: Tensor, scatter: boolean, tx?: StepTx): void {
     const segs = scatter ? g.segments.filter((s) => tx!.active[s.param]) : g.segments;
     ops.boxesMany(
       segs.map((seg) => (scatter ? this.k[seg.param].dT! : this.k[seg.param].gT!)),
@@ -361,13 +494,26 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
   // ---- state -----------------------------------------------------------------------------
 
   /** `<param>/block/<j>/<kind>/<i>` for item b of group g. */
-  private blockName(g: Group, b: number, kind: string, i: number): string {
+  private blockName(g: { members: BlockGroup['members'] }, b: number, kind: string, i: number): string {
     const m = g.members[b];
     return `${this.slots[m.param].name}/block/${m.block}/${kind}/${i}`;
   }
 
   protected stateTensors(): StateTensor[] {
     const out = super.stateTensors();
+    out.push(...this.blockTensors());
+    out.push(...this.graft.stateTensors());
+    this.slots.forEach((s, i) => {
+      const r = this.k[i].rawMom;
+      if (r) out.push({ name: `${s.name}/raw_mom`, tensor: r[0], shape: s.shape });
+    });
+    for (const g of this.groups) for (const p of this.refresher.pending.get(g) ?? []) out.push(...this.pendingTensors(g, p));
+    return out;
+  }
+
+  /** Statistics and roots of this optimizer's blocks (per group, dim, item). */
+  private blockTensors(): StateTensor[] {
+    const out: StateTensor[] = [];
     for (const g of this.groups) {
       g.extent.forEach((n, i) => {
         for (let b = 0; b < g.batch; b++) {
@@ -376,13 +522,69 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
         }
       });
     }
-    out.push(...this.graft.stateTensors());
-    this.slots.forEach((s, i) => {
-      const r = this.k[i].rawMom;
-      if (r) out.push({ name: `${s.name}/raw_mom`, tensor: r[0], shape: s.shape });
-    });
-    for (const g of this.groups) for (const p of this.refresher.pending.get(g) ?? []) out.push(...this.pendingTensors(g, p));
     return out;
+  }
+
+  /** The names of the blocks' tensors in group order (a single process's), for every block or those of other ranks. */
+  private blockNames(groups: readonly BlockGroup[], keep: (g: BlockGroup, b: number) => boolean = () => true): string[] {
+    const out: string[] = [];
+    for (const g of groups) {
+      g.extent.forEach((_, i) => {
+        g.members.forEach((_m, b) => {
+          if (keep(g, b)) out.push(this.blockName(g, b, 'stat', i), this.blockName(g, b, 'root', i));
+        });
+      });
+    }
+    return out;
+  }
+
+  /** Distributed: this rank's blocks are its shard; everything else is replicated. */
+  protected shardTensors(): StateTensor[] {
+    return this.blockTensors();
+  }
+
+  /**
+   * Distributed: the checkpoint a single process writes, tensor for tensor and in its order
+   * (its stateTensors and counters): the replicated state from here, every block from the
+   * shard of the rank that owns it.
+   */
+  protected mergeShards(shards: DecodedCheckpoint[]): { entries: EncodedTensor[]; counters: Record<string, unknown> } {
+    const sh = this.shard!;
+    const byName = new Map<string, { dtype: DType; shape: number[]; data: FloatArray }>();
+    const failures: Record<string, unknown> = {};
+    for (const d of shards) {
+      for (const [k, t] of d.tensors) byName.set(k, t);
+      Object.assign(failures, (d.meta.counters as { failures?: Record<string, unknown> }).failures ?? {});
+    }
+    const blocks: EncodedTensor[] = this.blockNames(sh.all).map((name) => {
+      const t = byName.get(name);
+      if (!t) throw new KradagradError(`saving the distributed state: no rank sent '${name}'`, 'INTERNAL');
+      return { name, dtype: t.dtype, shape: t.shape, bytes: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) };
+    });
+    const ordered: Record<string, unknown> = {};
+    for (const g of sh.all) {
+      g.members.forEach((_m, b) => {
+        const key = this.blockKey(g, b);
+        if (!(key in failures)) throw new KradagradError(`saving the distributed state: no rank sent the failure counts of '${key}'`, 'INTERNAL');
+        ordered[key] = failures[key];
+      });
+    }
+    const rest = readStateTensors([
+      ...this.graft.stateTensors(),
+      ...this.slots.flatMap((s, i) => (this.k[i].rawMom ? [{ name: `${s.name}/raw_mom`, tensor: this.k[i].rawMom![0], shape: s.shape }] : [])),
+    ]);
+    return {
+      entries: [...readStateTensors(super.stateTensors()), ...blocks, ...rest],
+      counters: { failures: ordered, pending: [] },
+    };
+  }
+
+  /** Distributed: the other ranks' blocks, which a checkpoint holds and this rank skips. */
+  protected foreignStateNames(): ReadonlySet<string> {
+    const sh = this.shard;
+    if (!sh) return new Set();
+    const mine = new Set(this.groups.flatMap((g) => g.members.map((_, b) => this.blockKey(g, b))));
+    return new Set(this.blockNames(sh.all, (g, b) => !mine.has(this.blockKey(g, b))));
   }
 
   /** A background refresh's snapshot, per block: `.../pending/<applyAt>/stat/<i>` and `/prev/<i>`. */
@@ -415,7 +617,7 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
     return m;
   }
 
-  private blockKey(g: Group, b: number): string {
+  private blockKey(g: { members: BlockGroup['members'] }, b: number): string {
     const m = g.members[b];
     return `${this.slots[m.param].name}/block/${m.block}`;
   }
@@ -458,21 +660,21 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
       throw new KradagradError(`Checkpoint does not fit this optimizer: ${msg}`, 'STATE_FORMAT');
     };
     if (!f || typeof f !== 'object' || Array.isArray(f)) bad('counters.failures is missing or not an object');
-    const next = this.groups.map((g) => g.failures.map((x) => new Int32Array(x.length)));
-    let seen = 0;
-    this.groups.forEach((g, gi) => {
-      for (let b = 0; b < g.batch; b++) {
-        const m = g.members[b];
-        const key = `${this.slots[m.param].name}/block/${m.block}`;
+    // Every block's counts are checked (distributed: every rank's); this optimizer's are kept.
+    const counts = new Map<string, number[]>();
+    for (const g of this.shard?.all ?? this.groups) {
+      const k = g.extent.length;
+      for (let b = 0; b < g.members.length; b++) {
+        const key = this.blockKey(g, b);
         const v = (f as Record<string, unknown>)[key];
-        if (!Array.isArray(v) || v.length !== g.k || !v.every((x) => Number.isSafeInteger(x) && x >= 0 && x <= this.o.maxRootFailures)) {
-          bad(`counters.failures['${key}'] is ${JSON.stringify(v)}, expected ${g.k} integers in [0, ${this.o.maxRootFailures}]`);
+        if (!Array.isArray(v) || v.length !== k || !v.every((x) => Number.isSafeInteger(x) && x >= 0 && x <= this.o.maxRootFailures)) {
+          bad(`counters.failures['${key}'] is ${JSON.stringify(v)}, expected ${k} integers in [0, ${this.o.maxRootFailures}]`);
         }
-        (v as number[]).forEach((x, i) => (next[gi][i][b] = x));
-        seen++;
+        counts.set(key, v as number[]);
       }
-    });
-    if (Object.keys(f!).length !== seen) bad('counters.failures names blocks this optimizer does not have');
+    }
+    if (Object.keys(f!).length !== counts.size) bad('counters.failures names blocks this optimizer does not have');
+    const next = this.groups.map((g) => g.failures.map((_, i) => Int32Array.from(g.members, (_m, b) => counts.get(this.blockKey(g, b))![i])));
     return () => this.groups.forEach((g, gi) => g.failures.forEach((x, i) => x.set(next[gi][i])));
   }
 
@@ -548,6 +750,7 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
 
   protected disposeState(): void {
     this.refresher.clear();
+    this.shard?.inbox.flat().forEach((t) => t?.dispose());
     for (const g of this.groups) {
       [g.G, g.bufA, g.bufB, ...g.stats, ...g.roots, ...g.scratch.flat(), ...g.rotation.flatMap((v) => [v.inp, v.out])].forEach((t) => t.dispose());
     }

@@ -3,6 +3,7 @@
  * message that says what was expected; unknown keys are rejected.
  */
 import { KradagradError, describe, expectOption, rejectUnknownKeys } from '../errors';
+import type { Communicator } from '../distributed/communicator';
 import { Backend } from '../tensor';
 import type {
   AdamOptions,
@@ -24,6 +25,10 @@ export interface ResolvedBase {
   backend: BaseOptions['backend'];
   onNonFinite: 'throw' | 'skip';
   missingGradient: 'error' | 'skip';
+  /** The communicator of data-parallel mode (validated), or undefined: one process. */
+  distributed?: Communicator;
+  /** With distributed: the gradients given are already averaged. */
+  gradientsAveraged?: boolean;
 }
 /** A root method with every field resolved. */
 export type ResolvedRootMethod =
@@ -62,7 +67,18 @@ export interface ResolvedKradagrad extends ResolvedPreconditioner {
   damping: boolean;
 }
 
-const baseKeys = ['lr', 'momentum', 'nesterov', 'weightDecay', 'weightDecayMode', 'backend', 'onNonFinite', 'missingGradient'] as const;
+const baseKeys = [
+  'lr',
+  'momentum',
+  'nesterov',
+  'weightDecay',
+  'weightDecayMode',
+  'backend',
+  'onNonFinite',
+  'missingGradient',
+  'distributed',
+  'gradientsAveraged',
+] as const;
 const preKeys = [
   ...baseKeys,
   'epsilon',
@@ -138,6 +154,7 @@ function resolveBase(o: Record<string, unknown>, where: string, lrDefault: numbe
     "'auto', 'cpu', 'cuda' or a Backend",
     b,
   );
+  const dist = resolveDistributed(o, where);
   return {
     lr: lr as Schedule,
     momentum: num(o.momentum, 0, `${where}.momentum`, 'in [0, 1)', (x) => x >= 0 && x < 1),
@@ -147,7 +164,30 @@ function resolveBase(o: Record<string, unknown>, where: string, lrDefault: numbe
     backend: (b ?? 'auto') as BaseOptions['backend'],
     onNonFinite: oneOf(o.onNonFinite, 'throw', `${where}.onNonFinite`, ['throw', 'skip'] as const),
     missingGradient: oneOf(o.missingGradient, 'error', `${where}.missingGradient`, ['error', 'skip'] as const),
+    // Only present in data-parallel mode, so that a single process's resolved options (and
+    // the options its checkpoints record) are exactly what they were before.
+    ...dist,
   };
+}
+
+/**
+ * `distributed` and `gradientsAveraged`. The communicator class is required lazily, only
+ * when the option is given: a single process never loads kradagrad/distributed (which
+ * itself loads MPI only in init()).
+ */
+function resolveDistributed(o: Record<string, unknown>, where: string): { distributed?: Communicator; gradientsAveraged?: boolean } {
+  const d = o.distributed;
+  if (d === undefined) {
+    expectOption(o.gradientsAveraged === undefined, `${where}.gradientsAveraged`, 'no value without the distributed option', o.gradientsAveraged);
+    return {};
+  }
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { Communicator: Comm } = require('../distributed/communicator') as typeof import('../distributed/communicator');
+  expectOption(d instanceof Comm, `${where}.distributed`, "a communicator from kradagrad/distributed's init()", d);
+  if ((d as Communicator).finalized) {
+    throw new KradagradError(`${where}.distributed: the communicator has been finalized; MPI cannot be used again in this process`, 'DISPOSED');
+  }
+  return { distributed: d as Communicator, gradientsAveraged: bool(o.gradientsAveraged, false, `${where}.gradientsAveraged`) };
 }
 
 function resolveRootMethod(v: unknown, where: string): ResolvedRootMethod {
@@ -195,6 +235,14 @@ function resolvePre(o: Record<string, unknown>, where: string, graftDefault: Gra
     const a = checkObject(o.asyncRoots, `${where}.asyncRoots`);
     rejectUnknownKeys(a, ['maxStaleness'], `${where}.asyncRoots`);
     asyncRoots = { maxStaleness: int(a.maxStaleness, 1, `${where}.asyncRoots.maxStaleness`, 0) };
+  }
+  if (asyncRoots && asyncRoots.maxStaleness > 0 && o.distributed !== undefined) {
+    // Sharding already divides the root work by the world size; background refreshes would
+    // add per-rank pending state to the collective decisions and checkpoints. Not yet.
+    throw new KradagradError(
+      `${where}: asyncRoots is not supported with distributed (each rank already computes only its share of the roots); leave asyncRoots off`,
+      'UNSUPPORTED',
+    );
   }
   return {
     ...resolveBase(o, where, 1e-3),

@@ -19,8 +19,13 @@ export type Guard =
   | { kind: 'roots'; describe: (item: number, result: NativeJobResult) => { message: string; details: Record<string, unknown> } };
 
 export class StepTx {
-  private readonly commits: ((r: NativeJobResult) => void)[] = [];
+  private readonly commits: { job: number; f: (r: NativeJobResult) => void }[] = [];
   private readonly guards: Guard[] = [];
+  /**
+   * Which of the step's jobs is being recorded: 0, or 1 for the second job of a distributed
+   * step (after the all-gather). A commit gets the result of the job it was recorded in.
+   */
+  job = 0;
   /** Indices of the slots that step (a gradient was given). */
   readonly activeSlots: number[];
 
@@ -39,7 +44,7 @@ export class StepTx {
 
   /** Runs `f` (with the job's result) if and only if the step commits. */
   onCommit(f: (r: NativeJobResult) => void): void {
-    this.commits.push(f);
+    this.commits.push({ job: this.job, f });
   }
 
   /** Registers a guard; the returned tag goes to the native guard op. */
@@ -52,8 +57,14 @@ export class StepTx {
     return this.guards[tag];
   }
 
-  commit(r: NativeJobResult): void {
-    for (const f of this.commits) f(r);
+  /** Runs the commits, each with the result of its job (`r`, or `r[job]` for a step of several jobs). */
+  commit(r: NativeJobResult | NativeJobResult[]): void {
+    for (const c of this.commits) c.f(Array.isArray(r) ? r[c.job] : r);
+  }
+
+  /** The same step with the gradients it stages replaced (distributed: the averaged ones). */
+  withGrads(grads: Readonly<Record<string, unknown>>): StepTx {
+    return new StepTx(this.t, this.lr, this.active, grads);
   }
 }
 

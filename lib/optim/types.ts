@@ -2,6 +2,7 @@
  * The public optimizer API: parameters, gradients, options and the Optimizer interface
  * shared by KradagradStar, Kradagrad, Shampoo, Adam and Sgd.
  */
+import type { Communicator } from '../distributed/communicator';
 import type { BackendRequest } from '../native';
 import type { Backend, FloatArray, Tensor } from '../tensor';
 
@@ -50,6 +51,27 @@ export interface BaseOptions {
    * tfjs adapter defaults to 'skip').
    */
   missingGradient?: 'error' | 'skip';
+  /**
+   * Data-parallel training over MPI: the communicator of `kradagrad/distributed`
+   * (`await init()`), the same on every rank. Every rank then builds the same optimizer over
+   * the same parameters, and steps with `stepAsync` only (`step()` throws UNSUPPORTED: a
+   * collective must never block the event loop). A step averages the ranks' gradients with
+   * one all-reduce, computes the statistics, roots and preconditioned directions of this
+   * rank's blocks only (blocks assigned to ranks by cost, n^3 per factor), all-gathers the
+   * directions, and runs grafting, momentum and the update identically everywhere, so the
+   * parameters stay bitwise identical on every rank. Non-finite values and root failures are
+   * decided together: every rank skips or rejects the same steps. Checkpoints are collective
+   * (`saveStateFileAsync` on every rank writes one file from rank 0) and load at any world
+   * size. Not with `asyncRoots` (UNSUPPORTED). Default: none (one process; MPI is never loaded).
+   */
+  distributed?: Communicator;
+  /**
+   * With `distributed`: the gradients handed to `stepAsync` are already the same on every
+   * rank (the caller averaged them), so the all-reduce is skipped. Every step still checks
+   * that the ranks' gradients agree (a CRC-32C of them), and rejects the step on every rank
+   * with INVALID_ARGUMENT when they do not. Default false.
+   */
+  gradientsAveraged?: boolean;
 }
 
 export type SgdOptions = BaseOptions;
@@ -175,7 +197,10 @@ export interface Optimizer {
   readonly stepCount: number;
   /** Parameter names in order. */
   readonly paramNames: readonly string[];
-  /** Applies one update from `grads` (one entry per parameter); parameters change in place. */
+  /**
+   * Applies one update from `grads` (one entry per parameter); parameters change in place.
+   * With the `distributed` option it throws UNSUPPORTED: use {@link Optimizer.stepAsync}.
+   */
   step(grads: Grads): void;
   /**
    * The same step as {@link Optimizer.step}, run entirely off the main thread (the argument
@@ -184,23 +209,60 @@ export interface Optimizer {
    * not read or write them, or reuse device-mode gradient tensors, until then. While it is
    * in flight every other call on this optimizer (step, stepAsync, save, load, dispose)
    * throws a KradagradError with code BUSY. Results are bitwise those of step().
+   *
+   * With the `distributed` option it is a collective: every rank calls it once per step,
+   * with its own gradients (or, with `gradientsAveraged`, the same ones), and every rank
+   * resolves or rejects with the same outcome and code.
    */
   stepAsync(grads: Grads): Promise<void>;
   /** Optimizer state size in bytes (statistics, roots, moments, scratch excluded). */
   stateBytes(): number;
   /**
    * The state as a checkpoint (format 2: the safetensors layout with a checksum; exact round
-   * trip with loadState). Format 1 buffers from earlier versions load too.
+   * trip with loadState). Format 1 buffers from earlier versions load too. With the
+   * `distributed` option it throws UNSUPPORTED (gathering the shards is a collective): use
+   * {@link Optimizer.saveStateAsync}.
    */
   saveState(): Buffer;
-  /** Restores a checkpoint; all or nothing (STATE_FORMAT and the state unchanged when anything is wrong). */
+  /**
+   * The checkpoint of {@link Optimizer.saveState}, with the checksum computed off the main
+   * thread. With `distributed`: a collective that resolves on every rank to the whole
+   * state (every rank's blocks gathered), the same file a single process would write.
+   */
+  saveStateAsync(): Promise<Buffer>;
+  /**
+   * Restores a checkpoint; all or nothing (STATE_FORMAT and the state unchanged when anything is wrong).
+   * With `distributed`, each rank keeps its own blocks of it (a checkpoint saved at any world
+   * size, or by one process, loads); this synchronous form is local to the rank that calls
+   * it, {@link Optimizer.loadStateAsync} is the collective, all-or-nothing on every rank.
+   */
   loadState(buf: Buffer): void;
-  /** Writes the checkpoint atomically (temporary file, flush, rename, flush the folder): a crash leaves the old file or the new one. */
+  /**
+   * loadState with the checksum computed off the main thread. With `distributed`: a
+   * collective; every rank loads, or (when any rank cannot, or the ranks were given
+   * different checkpoints) every rank rejects with its state unchanged.
+   */
+  loadStateAsync(buf: Buffer): Promise<void>;
+  /**
+   * Writes the checkpoint atomically (temporary file, flush, rename, flush the folder): a
+   * crash leaves the old file or the new one. With `distributed`: UNSUPPORTED, use
+   * {@link Optimizer.saveStateFileAsync}.
+   */
   saveStateFile(path: string): void;
+  /** loadState from a file (with `distributed`: local to this rank, as loadState). */
   loadStateFile(path: string): void;
-  /** saveStateFile without blocking the event loop for the file writes and the checksum. */
+  /**
+   * saveStateFile without blocking the event loop for the file writes and the checksum.
+   * With `distributed`: a collective; rank 0 writes the whole state to `path` (the other
+   * ranks' `path` is not used), and every rank resolves once the file is complete (or
+   * rejects with rank 0's error).
+   */
   saveStateFileAsync(path: string): Promise<void>;
-  /** loadStateFile without blocking the event loop for the file read and the checksum. */
+  /**
+   * loadStateFile without blocking the event loop for the file read and the checksum.
+   * With `distributed`: a collective over the file each rank reads at `path` (the same
+   * file, on a shared or copied folder), all or nothing as {@link Optimizer.loadStateAsync}.
+   */
   loadStateFileAsync(path: string): Promise<void>;
   /** Frees all native state. */
   dispose(): void;

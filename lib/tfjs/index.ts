@@ -35,8 +35,24 @@
  *
  * Exactness holds on backends that keep int32 tensors exact (cpu, wasm, tfjs-node); the
  * WebGL backend stores int32 as float and is not supported for saving optimizer state.
+ *
+ * Data-parallel training under `mpirun` (the `distributed` option, a communicator of
+ * `kradagrad/distributed`): every rank runs the same script on its own shard of the data.
+ * Start from the same weights ({@link broadcastWeights} from rank 0), then either
+ *  - `model.fit(xs, ys, { callbacks: [optimizer.fitCallback()] })`: tfjs calls the
+ *    synchronous `applyGradients`, which cannot wait for the other ranks without blocking
+ *    the event loop; with `distributed` it only takes the gradients, and the callback's
+ *    `onBatchEnd` (which `fit` awaits before the next batch) runs the step, collectives and
+ *    all, and assigns the new weights. Every rank must run the same number of batches
+ *    (equal shards, the same batch size); the losses `fit` logs are each rank's own; or
+ *  - a custom loop with `minimizeAsync` / `applyGradientsAsync`.
+ * The global batch is the ranks' batches together: its gradient is the mean of theirs (for a
+ * loss that is a mean over the batch and equal shards), which is what the step all-reduces.
+ * `getWeights` (and so `model.save` with `includeOptimizer`) is then a collective: call it
+ * on every rank (and write the files on one).
  */
 import * as tf from '@tensorflow/tfjs-core';
+import type { Communicator } from '../distributed/communicator';
 
 /** A tensor with a name (tfjs-core's NamedTensor, which its index does not export). */
 export interface NamedTensor {
@@ -96,6 +112,8 @@ export abstract class KradagradTfjsOptimizer<O extends BaseOptions = BaseOptions
   private byVar = new Map<string, Slot>();
   /** State from setWeights() not yet applied (applied on the next applyGradients, when the variables are known). */
   private pending: Buffer | null = null;
+  /** Distributed: the gradients of the last applyGradients, waiting for applyDeferredAsync (the fit callback). */
+  private deferred: { grads: Record<string, Float32Array>; registered: Record<string, tf.Variable> } | null = null;
 
   protected constructor(kind: string, factory: Factory, validate: (o: O) => unknown, options: O | undefined) {
     super();
@@ -125,15 +143,61 @@ export abstract class KradagradTfjsOptimizer<O extends BaseOptions = BaseOptions
    * (`missingGradient: 'skip'`, this adapter's default).
    */
   applyGradients(variableGradients: tf.NamedTensorMap | NamedTensor[]): void {
+    if (this.distributed && this.deferred) {
+      throw new KradagradError(
+        `${this.getClassName()}.applyGradients: the gradients of the previous call have not been applied yet. With the distributed option, ` +
+          'applyGradients only takes the gradients: give model.fit the callback of optimizer.fitCallback(), or await optimizer.applyDeferredAsync() after each call',
+        'BUSY',
+      );
+    }
     const p = this.prepare(variableGradients);
     const grads: Record<string, Float32Array> = {};
+    const deferred = !!this.distributed;
     p.entries.forEach(([, g], i) => {
-      if (g) grads[p.keys[i]] = g.dataSync() as Float32Array;
+      if (!g) return;
+      const d = g.dataSync() as Float32Array;
+      // Copied when deferred: the gradients are disposed before the step runs.
+      grads[p.keys[i]] = deferred ? Float32Array.from(d) : d;
     });
     // The variables' current values (they may have been changed outside the optimizer).
     for (const s of this.slots) s.host.set(p.registered[s.varName].dataSync() as Float32Array);
+    if (deferred) {
+      this.deferred = { grads, registered: p.registered };
+      return;
+    }
     this.inner!.step(grads);
     this.assignAll(p.registered);
+  }
+
+  /** The communicator of the `distributed` option, if any. */
+  private get distributed(): Communicator | undefined {
+    return (this.options as BaseOptions).distributed;
+  }
+
+  /**
+   * Distributed: runs the step whose gradients the last `applyGradients` took (a
+   * collective: every rank calls it), then assigns the new values. Nothing to do when there
+   * is none. `fitCallback()` calls it after every batch of `model.fit`.
+   */
+  async applyDeferredAsync(): Promise<void> {
+    const d = this.deferred;
+    if (!d) return;
+    this.deferred = null;
+    await this.inner!.stepAsync(d.grads);
+    this.assignAll(d.registered);
+  }
+
+  /**
+   * The `model.fit` callback of data-parallel training (the `distributed` option): its
+   * `onBatchEnd`, which fit awaits before the next batch, runs the step of that batch on
+   * every rank (see {@link KradagradTfjsOptimizer.applyDeferredAsync}). Without
+   * `distributed` it does nothing.
+   * ```ts
+   * await model.fit(xs, ys, { batchSize, epochs, callbacks: [optimizer.fitCallback()] });
+   * ```
+   */
+  fitCallback(): { onBatchEnd: (batch: number, logs?: unknown) => Promise<void> } {
+    return { onBatchEnd: () => this.applyDeferredAsync() };
   }
 
   /**
@@ -288,7 +352,8 @@ export abstract class KradagradTfjsOptimizer<O extends BaseOptions = BaseOptions
   /** `iter` and `kradagrad/state` (absent before the first step unless restored). */
   async getWeights(): Promise<NamedTensor[]> {
     const out: NamedTensor[] = [await this.saveIterations()];
-    const buf = this.inner ? this.inner.saveState() : this.pending;
+    // Distributed: a collective (the blocks' state is spread over the ranks).
+    const buf = this.inner ? (this.distributed ? await this.inner.saveStateAsync() : this.inner.saveState()) : this.pending;
     if (buf) out.push({ name: STATE_WEIGHT_NAME, tensor: encodeBytes(buf) });
     return out;
   }
@@ -319,7 +384,8 @@ export abstract class KradagradTfjsOptimizer<O extends BaseOptions = BaseOptions
   getConfig(): tf.serialization.ConfigDict {
     const cfg: tf.serialization.ConfigDict = {};
     for (const [k, v] of Object.entries(this.options as Record<string, unknown>)) {
-      if (v === undefined) continue;
+      // How the run is wired, not what the optimizer is: give the communicator again when restoring.
+      if (v === undefined || k === 'distributed' || k === 'gradientsAveraged') continue;
       if (typeof v === 'function') {
         throw new KradagradError(
           `${this.getClassName()}.getConfig: option '${k}' is a function, which cannot be serialized; use a number to save this optimizer with a model`,
@@ -340,8 +406,60 @@ export abstract class KradagradTfjsOptimizer<O extends BaseOptions = BaseOptions
   private disposeInner(): void {
     if (this.inner) this.inner.dispose();
     this.inner = null;
+    this.deferred = null;
     this.slots = [];
     this.byVar = new Map();
+  }
+}
+
+/** A model's weights (a tf.LayersModel, or anything with getWeights / setWeights). */
+export interface WeightsHolder {
+  getWeights(): tf.Tensor[];
+  setWeights(weights: tf.Tensor[]): void;
+}
+
+/**
+ * Data-parallel set-up: copies the values of `target` from rank `root` to every rank, so
+ * that every rank starts from the same weights (the sharded optimizers check this on their
+ * first step). One broadcast of all values together. A collective: every rank calls it
+ * with the same variables or the same model architecture.
+ * @param comm a communicator of `kradagrad/distributed`.
+ * @param target float32 tf.Variables, or a model (getWeights/setWeights, all its weights).
+ * @param root the rank whose values everyone gets; default 0.
+ * @throws KradagradError INVALID_ARGUMENT for weights that are not float32 (or not variables),
+ *   and the communicator's codes (SHAPE_MISMATCH when the ranks' weights differ in size).
+ */
+export async function broadcastWeights(comm: Communicator, target: tf.Variable[] | WeightsHolder, root = 0): Promise<void> {
+  const isVars = Array.isArray(target);
+  if (!isVars && (!target || typeof (target as WeightsHolder).getWeights !== 'function' || typeof (target as WeightsHolder).setWeights !== 'function')) {
+    throw err(`broadcastWeights: expected an array of tf.Variables or a model with getWeights/setWeights but received ${describe(target)}`);
+  }
+  const tensors: tf.Tensor[] = isVars ? (target as tf.Variable[]) : (target as WeightsHolder).getWeights();
+  tensors.forEach((t, i) => {
+    if (!(t instanceof tf.Tensor)) throw err(`broadcastWeights: weight ${i} is ${describe(t)}, not a tensor`);
+    if (isVars && !(t instanceof tf.Variable)) throw err(`broadcastWeights: entry ${i} is a tf.Tensor, not a tf.Variable (give variables, or the model)`);
+    if (t.dtype !== 'float32') throw err(`broadcastWeights: weight ${i} is ${t.dtype}; only float32 weights are supported`);
+  });
+  const total = tensors.reduce((n, t) => n + t.size, 0);
+  const buf = comm.allocate('float32', total);
+  let off = 0;
+  for (const t of tensors) {
+    buf.set(t.dataSync() as Float32Array, off);
+    off += t.size;
+  }
+  await comm.broadcast(buf, root);
+  off = 0;
+  const fresh = tensors.map((t) => {
+    const v = tf.tensor(buf.slice(off, off + t.size), t.shape, 'float32');
+    off += t.size;
+    return v;
+  });
+  try {
+    if (isVars) (target as tf.Variable[]).forEach((v, i) => v.assign(fresh[i]));
+    else (target as WeightsHolder).setWeights(fresh);
+  } finally {
+    // (getWeights of a layers model returns its variables themselves: never dispose those.)
+    tf.dispose(fresh);
   }
 }
 
