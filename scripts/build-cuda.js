@@ -18,7 +18,7 @@ const { spawnSync } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { nodeDir } = require('./nodedir');
+const { abiIsCurrent, nodeDir } = require('./nodedir');
 
 const root = path.resolve(__dirname, '..');
 const buildDir = path.join(root, 'build-cuda');
@@ -86,7 +86,8 @@ function main() {
   if (!flag('force') && outputs.every((o) => fs.existsSync(o))) {
     const built = Math.min(...outputs.map((o) => fs.statSync(o).mtimeMs));
     const src = Math.max(newest(path.join(root, 'native'), /\.(cc|h|cu|cuh)$/), fs.statSync(path.join(root, 'CMakeLists.txt')).mtimeMs);
-    if (built >= src) {
+    const main = outputs.find((o) => path.basename(o) === 'kradagrad_cuda.node');
+    if (built >= src && (!main || abiIsCurrent(main, root))) {
       log(`CUDA addon is up to date: ${outputs.map((o) => path.relative(process.cwd(), o)).join(', ')}`);
       return;
     }

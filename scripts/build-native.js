@@ -19,7 +19,7 @@
 const { spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
-const { nodeDir } = require('./nodedir');
+const { abiIsCurrent, nodeDir } = require('./nodedir');
 
 const root = path.resolve(__dirname, '..');
 const out = path.join(root, 'build', 'Release', 'kradagrad_cpu.node');
@@ -80,7 +80,7 @@ function main() {
   if (!force && fs.existsSync(out)) {
     const built = fs.statSync(out).mtimeMs;
     const src = Math.max(newestSource(path.join(root, 'native')), fs.existsSync(gypFile) ? fs.statSync(gypFile).mtimeMs : 0);
-    if (built >= src) {
+    if (built >= src && abiIsCurrent(out, root)) {
       log('CPU addon is up to date: ' + path.relative(process.cwd(), out));
       return;
     }

@@ -395,7 +395,7 @@ describe('bench step', () => {
 describe('info', () => {
   test('reports the backend, why CUDA is or is not used, versions', async () => {
     const r = await run(['info', '--json']);
-    expect(r.code).toBe(0);
+    expect({ code: r.code, err: r.err, auto: r.code ? JSON.parse(r.out).auto : undefined }).toEqual({ code: 0, err: '', auto: undefined });
     const j = JSON.parse(r.out);
     expect(j.node).toBe(process.versions.node);
     expect(j.napi).toBe(process.versions.napi);
