@@ -12,6 +12,7 @@
 #include "nccl_binding.h"
 
 #include <cmath>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -150,12 +151,23 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
       op.send = send ? send->data() : recv->data();
       op.count = rn;
     } else if (kind == "broadcast") {
+      // recv[offset, offset + count) (default: all of recv); the root sends `send` (count
+      // elements) or, without one, that range of its recv (in place).
       op.kind = krad::nccl::Kind::Broadcast;
       op.root = int_in(env, e.Get("root"), "root", 0, comm->size() - 1);
-      if (send && static_cast<size_t>(send->numel()) != rn)
-        throw_error(env, "SHAPE_MISMATCH", "ncclRun: broadcast of " + std::to_string(send->numel()) + " elements into " + std::to_string(rn));
-      op.send = send ? send->data() : recv->data();
-      op.count = rn;
+      const double off = e.Get("offset").IsUndefined() ? 0.0 : static_cast<double>(int_in(env, e.Get("offset"), "offset", 0, INT32_MAX));
+      const size_t o = static_cast<size_t>(off);
+      if (o > rn) throw_error(env, "SHAPE_MISMATCH", "ncclRun: broadcast offset " + std::to_string(o) + " beyond the " + std::to_string(rn) + " elements of recv");
+      const size_t n = e.Get("count").IsUndefined() ? rn - o : static_cast<size_t>(int_in(env, e.Get("count"), "count", 0, INT32_MAX));
+      if (o + n > rn)
+        throw_error(env, "SHAPE_MISMATCH", "ncclRun: broadcast of " + std::to_string(n) + " elements at " + std::to_string(o) +
+                                               " overruns the " + std::to_string(rn) + " elements of recv");
+      if (send && static_cast<size_t>(send->numel()) != n)
+        throw_error(env, "SHAPE_MISMATCH", "ncclRun: broadcast of " + std::to_string(send->numel()) + " elements into " + std::to_string(n));
+      char* base = static_cast<char*>(recv->data()) + o * krad::dtype_size(recv->dtype());
+      op.recv = base;
+      op.send = send ? send->data() : base;
+      op.count = n;
     } else if (kind == "allGather") {
       op.kind = krad::nccl::Kind::AllGather;
       if (!send) throw_error(env, "INVALID_ARGUMENT", "ncclRun: allGather needs send");
