@@ -154,9 +154,14 @@ export class NcclChannel {
     this.#handle = handle;
   }
 
-  /** Whether `t` is a tensor of this channel's CUDA backend (the device path applies). */
+  /** Whether `b` is this channel's (CUDA) backend, whose tensors the device collectives take. */
+  serves(b: Backend): boolean {
+    return b.addon === this.info.backend.addon && b.name === this.info.backend.name;
+  }
+
+  /** Whether `t` is a tensor of this channel's backend (the device path applies). */
   owns(t: Tensor): boolean {
-    return t.backend.addon === this.info.backend.addon && t.backend.name === 'cuda';
+    return this.serves(t.backend);
   }
 
   get freed(): boolean {

@@ -97,7 +97,7 @@ export abstract class BaseOptimizer implements Optimizer {
       // NCCL on the GPU when the communicator has it (initNccl) and this optimizer runs on
       // its CUDA backend; otherwise the collectives go through host memory.
       const nccl = base.distributed.ncclFor();
-      const device = nccl && nccl.info.backend.addon === this.backend.addon && this.backend.name === 'cuda' ? nccl : undefined;
+      const device = nccl && nccl.serves(this.backend) ? nccl : undefined;
       this.dp = new DataParallel(base.distributed, this.slots, device);
     }
   }
