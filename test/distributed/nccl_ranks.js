@@ -283,17 +283,18 @@ function selfCommunicator() {
 async function gpu() {
   comm = selfMpi ? selfCommunicator() : await dist.init();
   report.world = { rank: comm.rank, size: comm.size, localRank: comm.localRank, library: comm.library, selfMpi };
-  // Built before initNccl: the host path on CUDA, for the comparison below.
-  const cuda = krad.getBackend('cuda');
-  report.device = cuda.device;
+  // initNccl first: it creates the process's CUDA backend on this rank's device.
   let info;
+  let cuda;
   await check('initNccl', async () => {
     const t0 = performance.now();
     info = await comm.initNccl();
     report.timings.initNcclMs = performance.now() - t0;
     report.nccl = { version: info.version, device: info.device, library: info.library };
     expect(comm.nccl && comm.nccl.device === info.device, 'comm.nccl');
-    expect(info.backend === cuda, 'initNccl must use the process CUDA backend');
+    cuda = info.backend;
+    report.device = cuda.device;
+    expect(cuda.name === 'cuda' && krad.getBackend('cuda') === cuda, 'initNccl must use the process CUDA backend');
   });
   const P = comm.size;
   await check('device allReduce sum / mean = host result (float32, float64)', async () => {
