@@ -32,6 +32,8 @@ export type ErrorCode =
   | 'RANK_FAILED'
   /** Ranks called different collectives, or the same one with different ops or roots, or are out of step. */
   | 'COLLECTIVE_MISMATCH'
+  /** kradagrad/distributed: NCCL (kradagrad_nccl.so, libnccl) or the GPU it needs is not available here (the message names the fix). */
+  | 'NCCL_UNAVAILABLE'
   | 'INTERNAL';
 
 /** The one error class of kradagrad; `code` is stable across versions, the message is for people. */

@@ -415,6 +415,15 @@ function prepared(addon: NativeAddon, errorClass: Function): NativeAddon {
 }
 
 /**
+ * The CUDA addon module itself, without creating its backend (kradagrad/distributed's NCCL
+ * set-up chooses the device first), or why it does not load.
+ */
+export function loadCudaAddon(): { addon?: NativeAddon; path?: string; reason?: string } {
+  const c = loadAddon('cuda');
+  return c.addon ? { addon: prepared(c.addon, KradagradError), path: c.path } : c;
+}
+
+/**
  * Loads the addon for `request`. 'auto' tries CUDA (addon present, loads, a device
  * usable) and falls back to CPU, recording why; 'cuda' throws BACKEND_UNAVAILABLE with
  * the reason instead of falling back.

@@ -3,12 +3,16 @@
 # .cache/cuda13 (or $KRAD_CUDA_WHEELS_DIR), enough to compile and link the CUDA addon on a
 # machine without a GPU or a system CUDA. Idempotent: a stamp file records the pins, and a
 # second run with the same pins only re-checks the links. Prints the toolkit root
-# (usable as CUDAToolkit_ROOT) on its last line.
+# (usable as CUDAToolkit_ROOT) on its last line; NCCL is in <that>/../nccl.
 #
 # The versions match the GPU machine's CUDA 13.0 (update 1). The wheels land in
 # <target>/nvidia/cu13/{bin,include,lib,nvvm}. cuSOLVER needs cuSPARSE and nvJitLink at
 # load time (and CMake's CUDA::cusolver target lists cuSPARSE), so those are pinned too,
 # to their CUDA 13.0 update 1 versions; pip would otherwise pick the newest.
+# NCCL (for the device collectives of kradagrad/distributed: the kradagrad_nccl library
+# beside the CUDA addon) is its own wheel, in <target>/nvidia/nccl/{include,lib}: 2.27.7
+# is the release built for CUDA 13.0 (pip lists 2.27.7 to 2.32.6 for cu13); a newer
+# libnccl.so.2 found at run time is ABI-compatible with what is compiled against it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${KRAD_CUDA_WHEELS_DIR:-$root/.cache/cuda13}
@@ -22,6 +26,7 @@ pins=(
   nvidia-cusolver==12.0.4.66
   nvidia-cusparse==12.6.3.3
   nvidia-nvjitlink==13.0.88
+  nvidia-nccl-cu13==2.27.7
 )
 want=$(printf '%s\n' "${pins[@]}")
 cu=$target/nvidia/cu13
@@ -45,12 +50,15 @@ else
 fi
 
 [ -x "$cu/bin/nvcc" ] || { echo "[cuda-wheels] $cu/bin/nvcc missing after install" >&2; exit 1; }
-# The wheels ship only versioned sonames (libcublas.so.13); the linker and CMake's
-# find_library look for the unversioned development names.
-for f in "$cu"/lib/lib*.so.*; do
+nccl=$target/nvidia/nccl
+[ -f "$nccl/include/nccl.h" ] && [ -f "$nccl/lib/libnccl.so.2" ] || { echo "[cuda-wheels] NCCL (nccl.h, libnccl.so.2) missing under $nccl after install" >&2; exit 1; }
+# The wheels ship only versioned sonames (libcublas.so.13, libnccl.so.2); the linker and
+# CMake's find_library look for the unversioned development names.
+for f in "$cu"/lib/lib*.so.* "$nccl"/lib/lib*.so.*; do
+  dir=${f%/*}
   base=${f##*/}
   dev=${base%%.so.*}.so
-  [ -e "$cu/lib/$dev" ] || ln -s "$base" "$cu/lib/$dev"
+  [ -e "$dir/$dev" ] || ln -s "$base" "$dir/$dev"
 done
 # Some tools look in lib64.
 [ -e "$cu/lib64" ] || ln -s lib "$cu/lib64"

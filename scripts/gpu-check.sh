@@ -23,6 +23,9 @@
 #      (looped syevd vs syevjBatched vs auto), 1, 4 and 12 syevd lanes on 12 x 1024, and an
 #      eighAsync of 12 x 1024 against main-thread work (does it overlap?):
 #      node dist/bench/gpu-ops.js --bench-eigh
+#   3b. NCCL (kradagrad/distributed on device buffers): scripts/gpu-check-nccl.sh, which builds
+#      kradagrad_nccl.so against Python's nvidia-nccl-cu13 (or KRAD_NCCL_ROOT) and runs
+#      test/distributed/nccl_ranks.js gpu at np 1 (np 2 with two GPUs and OpenMPI)
 #   4. golden replay on CUDA
 #   5. step benchmark as shipped, then side-by-side variants, each one switch (attribution):
 #      previous kernels (all three switches), fused multi-tensor kernels off, syrk off,
@@ -44,7 +47,7 @@
 # at most what is left, so the summary and the copies to $OUT always happen.
 # GPU_CHECK_STEPS (default all): a comma list of the groups to run, for a short second run
 # after a fix: ops (step 3), golden, step (the benchmark as shipped), variants (the rest of
-# step 5), conditioning, sanitizer. The carry check and the build always run.
+# step 5), conditioning, sanitizer, nccl (step 3b). The carry check and the build always run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -81,8 +84,8 @@ steps_wanted=${GPU_CHECK_STEPS:-all}
 group=build  # the group of the steps now running (GPU_CHECK_STEPS)
 want() { [ "$steps_wanted" = all ] || [ "$1" = build ] || [[ ",$steps_wanted," == *",$1,"* ]]; }
 for g in ${steps_wanted//,/ }; do
-  case $g in all | ops | golden | step | variants | conditioning | sanitizer) ;;
-    *) echo "GPU_CHECK_STEPS: unknown group '$g' (ops, golden, step, variants, conditioning, sanitizer)" >&2; exit 2 ;;
+  case $g in all | ops | nccl | golden | step | variants | conditioning | sanitizer) ;;
+    *) echo "GPU_CHECK_STEPS: unknown group '$g' (ops, nccl, golden, step, variants, conditioning, sanitizer)" >&2; exit 2 ;;
   esac
 done
 
@@ -350,6 +353,16 @@ main() {
   else
     step "ops: CUDA vs CPU, float32 + float64; eigh timings; 1/4/12 lanes on 12 x 1024" 200 \
       node dist/bench/gpu-ops.js --out="$results" --bench-eigh
+  fi
+
+  # 3b. NCCL device collectives and the sharded step on CUDA (its own build of kradagrad_nccl.so)
+  group=nccl
+  if [ "$self" = 1 ]; then
+    step "NCCL: build and emulated device path (self-test)" 240 env GPU_CHECK_PARENT=1 GPU_CHECK_SELF=1 \
+      GPU_CHECK_RESULTS="$results" bash scripts/gpu-check-nccl.sh
+  else
+    step "NCCL: device collectives and the sharded step, np 1 (np 2 with 2 GPUs)" 240 env GPU_CHECK_PARENT=1 \
+      GPU_CHECK_RESULTS="$results" bash scripts/gpu-check-nccl.sh
   fi
 
   # 4. golden replay

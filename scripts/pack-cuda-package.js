@@ -142,6 +142,16 @@ function main() {
   fs.writeFileSync(path.join(stage, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
   fs.copyFileSync(path.join(template, 'README.md'), path.join(stage, 'README.md'));
   fs.copyFileSync(addon, path.join(stage, 'kradagrad_cuda.node'));
+  // NCCL's library (kradagrad/distributed's device collectives) when it was built beside the
+  // addon: the addon dlopens it from its own folder. libnccl.so.2 itself is not bundled
+  // (about 200 MB): the user installs NCCL (e.g. the nvidia-nccl-cu13 wheel) or has it.
+  const nccl = path.join(path.dirname(addon), 'kradagrad_nccl.so');
+  if (fs.existsSync(nccl)) {
+    fs.copyFileSync(nccl, path.join(stage, 'kradagrad_nccl.so'));
+    pkg.files.push('kradagrad_nccl.so');
+    manifest.nccl = { file: 'kradagrad_nccl.so', sharedLibraries: describe(nccl).needed, note: 'needs libnccl.so.2 at run time (not bundled)' };
+    fs.writeFileSync(path.join(stage, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
+  }
   fs.writeFileSync(path.join(stage, 'kradagrad_cuda.json'), JSON.stringify(manifest, null, 2) + '\n');
 
   fs.mkdirSync(outDir, { recursive: true });

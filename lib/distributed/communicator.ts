@@ -13,6 +13,7 @@ import { isMainThread } from 'worker_threads';
 import { KradagradError, describe, rejectUnknownKeys } from '../errors';
 import { FloatArray, Tensor } from '../tensor';
 import { CommArray, CommDType, NativeMpi, ReduceOp, WorldInfo, loadMpiAddon } from './native';
+import { NcclChannel, NcclInfo, NcclOptions, bootstrapNccl, checkNcclOptions } from './nccl';
 
 /** Options of {@link init}. */
 export interface InitOptions {
@@ -26,6 +27,11 @@ export interface InitOptions {
    * before finalize() finalizes MPI on the way out.
    */
   abortOnError?: boolean;
+  /**
+   * Also set up NCCL for CUDA tensors ({@link Communicator.initNccl}): `true` or its
+   * options. Default off.
+   */
+  nccl?: boolean | NcclOptions;
 }
 
 /** The typed array type of each {@link CommDType}. */
@@ -72,6 +78,8 @@ export class Communicator {
   #finalized = false;
   #finalizing: Promise<void> | undefined;
   #uninstall: (() => void) | undefined;
+  #nccl: NcclChannel | undefined;
+  #ncclInit: Promise<NcclInfo> | undefined;
 
   /** @internal Use {@link init}. */
   constructor(native: NativeMpi, info: WorldInfo) {
@@ -85,6 +93,47 @@ export class Communicator {
     this.processor = info.processor;
   }
 
+  /**
+   * Sets up NCCL for the CUDA tensors of this process (a collective: every rank calls it,
+   * before any other CUDA use). Afterwards the collectives on tensors of the CUDA backend
+   * run on the GPU (NCCL on the backend's stream; no host copies), and optimizers given
+   * this communicator and the CUDA backend all-reduce their gradients and all-gather their
+   * directions there. One rank per GPU: the device is `opts.device`, by default the rank's
+   * index on its node (see {@link NcclOptions.device}); the process's CUDA backend is
+   * created on it. Bootstrapped over MPI (rank 0's ncclGetUniqueId token, broadcast).
+   *
+   * Rejects on every rank alike: NCCL_UNAVAILABLE (with the fix) when a rank has no CUDA
+   * addon with NCCL, no libnccl or no usable GPU; INVALID_ARGUMENT when two ranks of a node
+   * would share a GPU or the CUDA backend already runs on another device; INVALID_OPTION
+   * for bad options. Resolves to the same info on later calls.
+   */
+  initNccl(opts?: NcclOptions): Promise<NcclInfo> {
+    if (this.#ncclInit) return this.#ncclInit;
+    const p = (async () => {
+      this.#usable();
+      const o = checkNcclOptions(opts, 'initNccl options');
+      const channel = await bootstrapNccl(this, o);
+      this.#nccl = channel;
+      return channel.info;
+    })();
+    this.#ncclInit = p;
+    p.catch(() => {
+      if (this.#ncclInit === p) this.#ncclInit = undefined; // a failed set-up may be retried
+    });
+    return p;
+  }
+
+  /** What {@link initNccl} set up, or null without NCCL. */
+  get nccl(): NcclInfo | null {
+    return this.#nccl && !this.#nccl.freed ? this.#nccl.info : null;
+  }
+
+  /** @internal The NCCL side, when set up and `t` (if given) is one of its CUDA tensors. */
+  ncclFor(t?: Tensor): NcclChannel | undefined {
+    const c = this.#nccl;
+    return c && !c.freed && (!t || c.owns(t)) ? c : undefined;
+  }
+
   /** Whether {@link finalize} has been called on this communicator. */
   get finalized(): boolean {
     return this.#finalized;
@@ -94,7 +143,8 @@ export class Communicator {
    * Element-wise reduction over all ranks. The result goes to `into` (default: `x`
    * itself, in place) and is the same on every rank; resolves to `into`.
    * `mean` divides the sum by {@link size} (Float32Array/Float64Array and float tensors only).
-   * Arrays and tensors alike: a tensor is reduced through host memory (see `viaHost`).
+   * Arrays and tensors alike: a CUDA tensor is reduced by NCCL on the GPU after
+   * {@link initNccl}; other tensors go through host memory (see `viaHost`).
    * @param op 'sum' (default), 'mean', 'max' or 'min'.
    */
   async allReduce<T extends CommArray | Tensor>(x: T, op: ReduceOp = 'sum', into?: T): Promise<T> {
@@ -102,6 +152,8 @@ export class Communicator {
     if (!OPS.includes(op)) throw badArgument('op', "'sum', 'mean', 'max' or 'min'", op);
     if (x instanceof Tensor) {
       const out = this.#tensorInto(x, into, 'allReduce');
+      const dev = this.ncclFor(x);
+      if (dev && dev.owns(out)) return (await dev.allReduce(x, op, into as Tensor | undefined)) as T;
       return (await viaHost(this, x, true, (h) => this.native.allReduce(h, op), (r) => out.write(r))) as T;
     }
     this.#array(x, 'x');
@@ -121,6 +173,8 @@ export class Communicator {
       if (into !== undefined && !(into instanceof Tensor)) throw badArgument('into', 'a Tensor (as x)', into);
       const target = into as Tensor | undefined;
       if (target) this.#sameDtype(x, target);
+      const dev = this.ncclFor(x);
+      if (dev && (!target || dev.owns(target))) return (await dev.allGather(x, target)) as T;
       return (await viaHost(
         this,
         x,
@@ -145,6 +199,8 @@ export class Communicator {
       throw badArgument('root', `an integer rank in [0, ${this.size - 1}]`, root);
     }
     if (x instanceof Tensor) {
+      const dev = this.ncclFor(x);
+      if (dev) return (await dev.broadcast(x, root)) as T;
       const isRoot = this.rank === root;
       return (await viaHost(this, x, isRoot, (h) => this.native.broadcast(h, root), (r) => (isRoot ? x : x.write(r)))) as T;
     }
@@ -183,7 +239,11 @@ export class Communicator {
     this.#finalized = true;
     this.#uninstall?.();
     forget(this);
-    this.#finalizing = isMainThread ? this.native.finalize() : Promise.resolve();
+    // NCCL first (its communicator is destroyed locally), then MPI.
+    const nccl = this.#nccl;
+    this.#nccl = undefined;
+    const ncclDone = nccl ? nccl.free().catch(() => undefined) : Promise.resolve();
+    this.#finalizing = ncclDone.then(() => (isMainThread ? this.native.finalize() : undefined));
     return this.#finalizing;
   }
 
@@ -324,14 +384,16 @@ export function init(opts: InitOptions = {}): Promise<Communicator> {
   if (current) return current;
   const p = (async () => {
     if (opts === null || typeof opts !== 'object') throw badArgument('init options', 'an object', opts);
-    rejectUnknownKeys(opts, ['abortOnError'], 'init()');
+    rejectUnknownKeys(opts, ['abortOnError', 'nccl'], 'init()');
     if (opts.abortOnError !== undefined && typeof opts.abortOnError !== 'boolean') {
       throw new KradagradError(`Expected a boolean for abortOnError but received ${describe(opts.abortOnError)}`, 'INVALID_OPTION');
     }
+    const ncclOpts = opts.nccl === undefined || opts.nccl === false ? undefined : checkNcclOptions(opts.nccl, 'init() option nccl');
     const native = loadMpiAddon();
     const info = await native.init();
     const comm = new Communicator(native, info);
     if (isMainThread) comm.setUninstall(installExitHandlers(comm, opts.abortOnError !== false));
+    if (ncclOpts) await comm.initNccl(ncclOpts);
     return comm;
   })();
   current = p;

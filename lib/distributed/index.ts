@@ -16,4 +16,5 @@
 export { Communicator, init, type InitOptions, type ArrayFor } from './communicator';
 export { assignBlocks, blockCost, type BlockAssignment, type BlockFactors } from './assign';
 export { measureBandwidth, type BandwidthOptions, type BandwidthReport, type CollectiveTiming } from './bandwidth';
+export { NCCL_FIX, type NcclInfo, type NcclOptions } from './nccl';
 export { distributedAvailable, type CommArray, type CommDType, type ReduceOp, type WorldInfo } from './native';

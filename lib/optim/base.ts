@@ -93,7 +93,13 @@ export abstract class BaseOptimizer implements Optimizer {
         s.mNext = this.backend.tensor(s.dtype, [s.size]);
       }
     }
-    if (base.distributed) this.dp = new DataParallel(base.distributed, this.slots);
+    if (base.distributed) {
+      // NCCL on the GPU when the communicator has it (initNccl) and this optimizer runs on
+      // its CUDA backend; otherwise the collectives go through host memory.
+      const nccl = base.distributed.ncclFor();
+      const device = nccl && nccl.serves(this.backend) ? nccl : undefined;
+      this.dp = new DataParallel(base.distributed, this.slots, device);
+    }
   }
 
   private register(name: string, p: unknown, where: string): ParamSlot {
@@ -195,8 +201,11 @@ export abstract class BaseOptimizer implements Optimizer {
       const s = this.slots[i];
       const g = tx.grads[s.name];
       if (g instanceof Tensor) {
-        src.push(g);
-        dst.push(s.g);
+        // (On the NCCL path the averaged gradient already is s.g: nothing to copy.)
+        if (g !== s.g) {
+          src.push(g);
+          dst.push(s.g);
+        }
       } else {
         s.g.write(g as FloatArray); // copied now: the caller may reuse its array
       }
@@ -244,6 +253,37 @@ export abstract class BaseOptimizer implements Optimizer {
   }
   /** Distributed: takes in what the all-gather delivered (before job 2 is recorded). */
   protected receiveExchanged(_tx: StepTx): void {}
+  /**
+   * Distributed on the GPU (NCCL): the exchange as one group of in-place broadcasts, the
+   * same list on every rank: each rank's results (`root` = that rank; on it, the tensor job
+   * 1 wrote) into the tensors job 2 reads on the others. Null when the step exchanges
+   * nothing. Default: none.
+   */
+  protected exchangeDevice(_tx: StepTx): { root: number; tensor: Tensor }[] | null {
+    return null;
+  }
+
+  /**
+   * NCCL path, before job 1: every gradient into its staging tensor (slot.g; zeros for
+   * parameters without one, and everywhere on a rank whose arguments were rejected, which
+   * still takes part), where the all-reduce averages it in place.
+   */
+  private stageForDevice(tx: StepTx | undefined): void {
+    const src: Tensor[] = [];
+    const dst: Tensor[] = [];
+    this.slots.forEach((s, i) => {
+      const g = tx && tx.active[i] ? tx.grads[s.name] : undefined;
+      if (g instanceof Tensor) {
+        src.push(g);
+        dst.push(s.g);
+      } else if (g !== undefined) {
+        s.g.write(g as FloatArray);
+      } else {
+        ops.fill(s.g, 0);
+      }
+    });
+    ops.copyMany(src, dst);
+  }
   /** Distributed, job 2: the rest of the step, identical on every rank. Default: recordUpdate. */
   protected recordReplicated(tx: StepTx): void {
     this.recordUpdate(tx);
@@ -283,7 +323,23 @@ export abstract class BaseOptimizer implements Optimizer {
     // (a) One all-reduce of every gradient (per dtype present).
     let staged: Record<string, unknown> | undefined = tx?.grads;
     let crcOf: FloatArray[] | null = null;
-    if (!this.base.gradientsAveraged) {
+    if (!this.base.gradientsAveraged && dp.device) {
+      // NCCL: one group of in-place all-reduces of the staging tensors, on the GPU. The
+      // averaged gradients are not fingerprinted (that would read them back); the layout,
+      // with the optimizer's configuration, is agreed before NCCL runs.
+      this.stageForDevice(tx);
+      await dp.device.allReduceMany(
+        this.slots.map((s) => s.g),
+        'mean',
+        dp.configCrc,
+      );
+      prof.allReduceBytes = dp.gradientBytes;
+      if (tx) {
+        const avg: Record<string, Tensor> = {};
+        for (const i of tx.activeSlots) avg[this.slots[i].name] = this.slots[i].g;
+        staged = avg;
+      }
+    } else if (!this.base.gradientsAveraged) {
       dp.pack(this.slots.map((s, i) => (tx && tx.active[i] ? (tx.grads[s.name] as FloatArray | Tensor) : undefined)));
       await dp.average();
       prof.allReduceBytes = dp.gradientBytes;
@@ -342,12 +398,20 @@ export abstract class BaseOptimizer implements Optimizer {
       this.skippedSteps++;
       return;
     }
-    // (d) What the ranks computed, to every rank.
-    const x = this.exchangeLocal(stx!);
-    if (x) {
-      await comm.allGather(x.send, x.recv);
-      this.receiveExchanged(stx!);
-      prof.allGatherBytes = x.send.byteLength;
+    // (d) What the ranks computed, to every rank: on the GPU (NCCL) or through host memory.
+    if (dp.device) {
+      const entries = this.exchangeDevice(stx!);
+      if (entries) {
+        await dp.device.broadcastMany(entries, dp.configCrc);
+        prof.allGatherBytes = entries.reduce((n, e) => n + (e.root === comm.rank ? e.tensor.size * (e.tensor.dtype === 'float64' ? 8 : 4) : 0), 0);
+      }
+    } else {
+      const x = this.exchangeLocal(stx!);
+      if (x) {
+        await comm.allGather(x.send, x.recv);
+        this.receiveExchanged(stx!);
+        prof.allGatherBytes = x.send.byteLength;
+      }
     }
     const t4 = performance.now();
     prof.allGatherMs = t4 - t3;

@@ -20,6 +20,7 @@
  *      update: the same inputs on every rank, so the same bits), commit.
  */
 import type { Communicator } from '../distributed/communicator';
+import type { NcclChannel } from '../distributed/nccl';
 import { KradagradError, type ErrorCode } from '../errors';
 import type { DType, FloatArray } from '../tensor';
 
@@ -106,13 +107,23 @@ export class DataParallel {
   /** CRC-32C of the optimizer's kind, parameters and options (set on the first step): ranks must agree on it. */
   configCrc = -1;
 
+  /** Bytes of one all-reduce of all gradients. */
+  readonly gradientBytes: number;
+
+  /**
+   * @param device the communicator's NCCL side when the optimizer runs on its CUDA backend:
+   *   the gradients are then all-reduced on the GPU, in the optimizer's own staging tensors,
+   *   and no host buffers are allocated here (base.ts `stepDistributed`).
+   */
   constructor(
     readonly comm: Communicator,
     slots: readonly { dtype: DType; size: number }[],
+    readonly device?: NcclChannel,
   ) {
     const totals = new Map<DType, number>();
     for (const s of slots) totals.set(s.dtype, (totals.get(s.dtype) ?? 0) + s.size);
-    for (const [dt, n] of totals) this.bufs.set(dt, comm.allocate(dt, n));
+    this.gradientBytes = [...totals].reduce((n, [dt, k]) => n + k * (dt === 'float64' ? 8 : 4), 0);
+    for (const [dt, n] of totals) this.bufs.set(dt, comm.allocate(dt, device ? 0 : n));
     const next = new Map<DType, number>();
     this.at = slots.map((s) => {
       const offset = next.get(s.dtype) ?? 0;
@@ -121,13 +132,6 @@ export class DataParallel {
     });
     // Room for the JSON of a verdict: a message, details, one character per parameter.
     this.recordBytes = 2048 + slots.length;
-  }
-
-  /** Bytes of one all-reduce of all gradients. */
-  get gradientBytes(): number {
-    let n = 0;
-    for (const b of this.bufs.values()) n += b.byteLength;
-    return n;
   }
 
   /**

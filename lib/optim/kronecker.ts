@@ -171,8 +171,9 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
         rank: comm.rank,
         groups,
         offsets,
-        send: comm.allocate(this.cdt, counts[comm.rank]),
-        recv: comm.allocate(this.cdt, counts.reduce((x, y) => x + y, 0)),
+        // Host staging of the exchange; none on the NCCL path (exchangeDevice).
+        send: comm.allocate(this.cdt, this.dp?.device ? 0 : counts[comm.rank]),
+        recv: comm.allocate(this.cdt, this.dp?.device ? 0 : counts.reduce((x, y) => x + y, 0)),
         inbox: groups.map((gs, r) => gs.map((g) => (r === comm.rank ? null : B.tensor(this.cdt, g.extent, g.members.length)))),
         outs: [],
         all: groupBlocks(plans),
@@ -346,6 +347,13 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
       off += g.elems;
     });
     return { send: sh.send, recv: sh.recv };
+  }
+
+  /** NCCL: each rank's preconditioned blocks, group by group, broadcast from it into the others' inbox tensors. */
+  protected exchangeDevice(tx: StepTx): { root: number; tensor: Tensor }[] | null {
+    const sh = this.shard;
+    if (!sh || !this.schedule.started(tx.t)) return null;
+    return sh.groups.flatMap((gs, r) => gs.map((_, j) => ({ root: r, tensor: r === sh.rank ? sh.outs[j]! : sh.inbox[r][j]! })));
   }
 
   /** The other ranks' blocks, from the payload into their inbox tensors. */

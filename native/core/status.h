@@ -21,6 +21,8 @@ enum class Code : int {
   CUBLAS_FAILED,      // cuBLAS status != SUCCESS
   CUSOLVER_FAILED,    // cuSOLVER status != SUCCESS (info carried in Status::info)
   INTERNAL,           // a bug in kradagrad
+  NCCL_UNAVAILABLE,   // NCCL (kradagrad_nccl.so, libnccl) cannot be loaded or used here
+  COMM_FAILED,        // a collective failed; its communicator is unusable afterwards
 };
 
 inline const char* code_name(Code c) {
@@ -39,6 +41,8 @@ inline const char* code_name(Code c) {
     case Code::CUBLAS_FAILED: return "CUBLAS_FAILED";
     case Code::CUSOLVER_FAILED: return "CUSOLVER_FAILED";
     case Code::INTERNAL: return "INTERNAL";
+    case Code::NCCL_UNAVAILABLE: return "NCCL_UNAVAILABLE";
+    case Code::COMM_FAILED: return "COMM_FAILED";
   }
   return "INTERNAL";
 }

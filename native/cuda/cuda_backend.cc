@@ -1,4 +1,5 @@
-// The CUDA backend: one device (0), one stream, handles created once, memory from the
+// The CUDA backend: one device (0, or the one chosen before creation: cuda_select_device,
+// KRADAGRAD_CUDA_DEVICE), one stream, handles created once, memory from the
 // device's stream-ordered pool (cudaMallocAsync / cudaFreeAsync on our stream), every
 // primitive enqueued on that stream. Primitives whose results come back to the host
 // (reductions, finiteness, solver info, download) synchronize the stream.
@@ -39,6 +40,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <string>
@@ -166,7 +168,13 @@ struct DevBuf {
 
 class CudaBackend final : public Backend {
  public:
+  explicit CudaBackend(int device) : device_(device) {}
   Status init();
+  int device_index() const { return device_; }
+  Status with_stream(const std::function<Status(void*, int)>& f) {
+    Guard g(this);
+    return f(static_cast<void*>(stream_), device_);
+  }
 
   const char* name() const override { return "cuda"; }
   std::string device() const override { return device_desc_; }
@@ -825,7 +833,11 @@ Status CudaBackend::init() {
     return Status::Error(Code::CUDA_FAILED, why + " (cudaGetDeviceCount: " + err_text(e) + ")");
   }
   if (count <= 0) return Status::Error(Code::CUDA_FAILED, "no CUDA device found (cudaGetDeviceCount returned 0)");
-  KRAD_CUDA(cudaSetDevice(device_), "cudaSetDevice(0)");
+  if (device_ >= count)
+    return Status::Error(Code::CUDA_FAILED, "CUDA device " + std::to_string(device_) + " was chosen but only " +
+                                                std::to_string(count) + " device(s) are visible (CUDA_VISIBLE_DEVICES, " +
+                                                "KRADAGRAD_CUDA_DEVICE, or one rank per GPU with more ranks than GPUs?)");
+  KRAD_CUDA(cudaSetDevice(device_), "cudaSetDevice(" + std::to_string(device_) + ")");
   cudaDeviceProp prop;
   KRAD_CUDA(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
   e = kk::probe();
@@ -1235,22 +1247,71 @@ Status CudaBackend::syevd(DType dt, const void* a, void* w, void* v, int64_t n, 
 
 }  // namespace
 
+namespace {
+std::mutex g_select_mu;
+int g_selected = -1;       // cuda_select_device's choice, before creation
+CudaBackend* g_instance = nullptr;
+bool g_created = false;    // creation attempted (its outcome is final)
+
+// KRADAGRAD_CUDA_DEVICE, else 0 (a malformed value falls back to 0: the loader reports it).
+int default_device() {
+  const char* e = std::getenv("KRADAGRAD_CUDA_DEVICE");
+  if (!e || !*e) return 0;
+  char* end = nullptr;
+  long v = std::strtol(e, &end, 10);
+  return (end && *end == 0 && v >= 0 && v < 1 << 20) ? static_cast<int>(v) : 0;
+}
+}  // namespace
+
 Status cuda_backend(Backend** out) {
   static std::once_flag once;
-  static CudaBackend* instance = nullptr;
   static Status status;
   std::call_once(once, [] {
+    int device;
+    {
+      std::lock_guard<std::mutex> l(g_select_mu);
+      device = g_selected >= 0 ? g_selected : default_device();
+      g_selected = device;
+      g_created = true;
+    }
     // Never destroyed: tearing down handles after the CUDA runtime has unloaded at exit
     // can crash; the driver reclaims everything when the process ends.
-    auto* b = new CudaBackend();
+    auto* b = new CudaBackend(device);
     status = b->init();
     if (status.ok())
-      instance = b;
+      g_instance = b;
     else
       delete b;  // no usable device: nothing of the runtime is held yet (valgrind: definite leak)
   });
-  *out = instance;
+  *out = g_instance;
   return status;
+}
+
+Status cuda_select_device(int device) {
+  if (device < 0) return Status::Error(Code::INVALID_ARGUMENT, "CUDA device index " + std::to_string(device) + " is negative");
+  std::lock_guard<std::mutex> l(g_select_mu);
+  if (!g_created) {
+    g_selected = device;
+    return Status::Ok();
+  }
+  if (g_selected == device) return Status::Ok();
+  return Status::Error(Code::INVALID_ARGUMENT,
+                       "the CUDA backend of this process already uses device " + std::to_string(g_selected) +
+                           " (it is created on first use) and cannot move to device " + std::to_string(device) +
+                           ": choose the device before any CUDA use (initNccl first), or set KRADAGRAD_CUDA_DEVICE " +
+                           "or CUDA_VISIBLE_DEVICES per rank");
+}
+
+int cuda_device() {
+  std::lock_guard<std::mutex> l(g_select_mu);
+  return g_selected >= 0 ? g_selected : default_device();
+}
+
+Status cuda_with_stream(const std::function<Status(void* stream, int device)>& f) {
+  Backend* b = nullptr;
+  Status s = cuda_backend(&b);
+  if (!s.ok()) return s;
+  return static_cast<CudaBackend*>(b)->with_stream(f);
 }
 
 }  // namespace krad

@@ -3,6 +3,9 @@
 
 #include "addon_data.h"
 #include "job.h"
+#ifdef KRAD_WITH_CUDA
+#include "nccl_binding.h"
+#endif
 #include "ops_binding.h"
 #include "runtime_binding.h"
 #include "tensor_handle.h"
@@ -19,6 +22,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitJobs(env, exports);
   InitRuntime(env, exports);
 #ifdef KRAD_WITH_CUDA
+  InitNccl(env, exports);  // loads nothing of NCCL until ncclStatus/ncclUniqueId/ncclCommInit
   exports.Set("flavor", Napi::String::New(env, "cuda"));
 #else
   exports.Set("flavor", Napi::String::New(env, "cpu"));
