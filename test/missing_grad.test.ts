@@ -102,6 +102,33 @@ describe.each(makes)("missingGradient: 'skip' (%s)", (_name, make) => {
     [o1, o2, o3].forEach((o) => o.dispose());
   });
 
+  test.each(['throw', 'skip'] as const)(
+    'a step rejected for a NaN gradient leaves nothing behind for later steps that skip that parameter (onNonFinite %s)',
+    (onNonFinite) => {
+      // The rejected gradient stays in b's staging buffer (batched with a's blocks): the
+      // later steps without b must neither read it into statistics nor be rejected for it.
+      const clean = setup(['a', 'b', 'c']);
+      const dirty = setup(['a', 'b', 'c']);
+      const oc = make(clean.p, { missingGradient: 'skip', onNonFinite });
+      const od = make(dirty.p, { missingGradient: 'skip', onNonFinite });
+      oc.step(gradsAt(['a', 'b', 'c'], 1));
+      od.step(gradsAt(['a', 'b', 'c'], 1));
+      const nan = Object.fromEntries(['a', 'b', 'c'].map((n) => [n, new Float32Array(size(n)).fill(NaN)]));
+      if (onNonFinite === 'throw') expect(() => od.step(nan)).toThrow(expect.objectContaining({ code: 'NONFINITE' }));
+      else od.step(nan);
+      for (let t = 2; t <= 6; t++) {
+        const g = { a: grad('a', t), c: grad('c', t) };
+        oc.step(g);
+        od.step(g);
+      }
+      oc.step(gradsAt(['a', 'b', 'c'], 7));
+      od.step(gradsAt(['a', 'b', 'c'], 7));
+      for (const n of ['a', 'b', 'c']) expect(b64(dirty.data[n])).toBe(b64(clean.data[n]));
+      oc.dispose();
+      od.dispose();
+    },
+  );
+
   test("the default ('error') rejects a missing gradient and changes nothing", () => {
     const x = setup(['a', 'b', 'c']);
     const o = make(x.p);
