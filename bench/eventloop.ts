@@ -136,7 +136,7 @@ async function main(): Promise<void> {
     console.error(`done: ${rows[rows.length - 1].what}`);
   }
   for (const mode of ['applyGradients', 'applyGradientsAsync'] as const) {
-    rows.push(await tfjs(n, Math.min(steps, 20), mode));
+    rows.push(await tfjs(n, steps, mode));
     console.error(`done: ${rows[rows.length - 1].what}`);
   }
   const env = `OPENBLAS_NUM_THREADS=${process.env.OPENBLAS_NUM_THREADS ?? '(unset)'}; ${getBackend('cpu').device}; node ${process.version}`;

@@ -7,6 +7,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { KradagradError, Tensor, getBackend, ops } from '../lib';
+import { record } from '../lib/exec';
 import { DTYPES, typed } from './ref/check';
 import { Rng } from './ref/linalg';
 
@@ -81,6 +82,33 @@ describe('round trips', () => {
     t.shape.push(9);
     t.shape[0] = 7;
     expect(t.shape).toEqual([2, 3]);
+  });
+});
+
+describe('write() inside a recorded job', () => {
+  // A recorded write copies the data into the handle's staging buffer at once; the buffer
+  // is reused by later writes only once no job holds it.
+  const big = (v: number) => new Float32Array(1 << 18).fill(v); // 1 MiB
+  test('the caller may change its array right after write(); jobs queued together each upload their own data', async () => {
+    const t = backend.tensor('float32', [1 << 18]);
+    const src = big(1);
+    const j1 = record(backend, () => t.write(src));
+    src.fill(2); // after the write: must not reach j1
+    const j2 = record(backend, () => t.write(src)); // j1 still holds the first staging buffer
+    src.fill(3);
+    const r1 = j1.runAsync();
+    await r1;
+    expect(t.read()[12345]).toBe(1);
+    j2.run();
+    expect(t.read()[12345]).toBe(2);
+    // Reused once the jobs are gone: still the new data each time.
+    for (let v = 4; v < 8; v++) {
+      record(backend, () => t.write(big(v))).run();
+      expect(Array.from(new Set(t.read()))).toEqual([v]);
+      await record(backend, () => t.write(big(v + 0.5))).runAsync();
+      expect(Array.from(new Set(t.read()))).toEqual([v + 0.5]);
+    }
+    t.dispose();
   });
 });
 

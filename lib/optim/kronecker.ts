@@ -186,6 +186,8 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
     this.graft = makeGraft(o, this.slots, B);
     const a = o.asyncRoots;
     this.refresher = new RootRefresher(B, o.rootMethod, o.maxRootFailures, a ? a.maxStaleness * o.rootFrequency : 0);
+    // Background refreshes in flight at once: up to maxStaleness + 1 (one launches as the oldest applies).
+    if (a) for (const g of this.groups) g.stats.forEach((st, i) => this.refresher.reserve([st, g.roots[i], g.roots[i]], a.maxStaleness + 1));
   }
 
   private makeGroup(bg: BlockGroup, plans: ParamPlan[]): Group {
@@ -747,7 +749,7 @@ export abstract class KroneckerOptimizer extends BaseOptimizer {
       abandon,
       commit: () => {
         counters();
-        this.refresher.clear();
+        this.refresher.clear(true);
         for (const { g, p } of made) {
           this.refresher.install(g, p);
           this.refresher.start(p, (i) => this.nativeSpec(g, i));

@@ -91,6 +91,11 @@ interface Slot {
   key: string;
   shape: number[];
   host: Float32Array;
+  /**
+   * The variable's data as this optimizer last assigned it (tfjs tensors are immutable, so
+   * while the variable still holds it, `host` holds its values and need not be read again).
+   */
+  assigned?: object;
 }
 
 function err(message: string, details?: Record<string, unknown>): KradagradError {
@@ -160,7 +165,10 @@ export abstract class KradagradTfjsOptimizer<O extends BaseOptions = BaseOptions
       grads[p.keys[i]] = deferred ? Float32Array.from(d) : d;
     });
     // The variables' current values (they may have been changed outside the optimizer).
-    for (const s of this.slots) s.host.set(p.registered[s.varName].dataSync() as Float32Array);
+    for (const s of this.slots) {
+      const v = p.registered[s.varName];
+      if (v.dataId !== s.assigned) s.host.set(v.dataSync() as Float32Array);
+    }
     if (deferred) {
       this.deferred = { grads, registered: p.registered };
       return;
@@ -212,7 +220,10 @@ export abstract class KradagradTfjsOptimizer<O extends BaseOptions = BaseOptions
     const reads = p.entries.map(async ([, g], i) => {
       if (g) grads[p.keys[i]] = (await g.data()) as Float32Array;
     });
-    const values = this.slots.map(async (s) => s.host.set((await p.registered[s.varName].data()) as Float32Array));
+    const values = this.slots.map(async (s) => {
+      const v = p.registered[s.varName];
+      if (v.dataId !== s.assigned) s.host.set((await v.data()) as Float32Array);
+    });
     await Promise.all([...reads, ...values]);
     await this.inner!.stepAsync(grads);
     this.assignAll(p.registered);
@@ -275,7 +286,11 @@ export abstract class KradagradTfjsOptimizer<O extends BaseOptions = BaseOptions
   /** Writes our parameters into the tf variables (inside tf.tidy: no tensors leak) and counts the iteration. */
   private assignAll(registered: Record<string, tf.Variable>): void {
     tf.tidy(() => {
-      for (const s of this.slots) registered[s.varName].assign(tf.tensor(s.host.slice(), registered[s.varName].shape, 'float32'));
+      for (const s of this.slots) {
+        const v = registered[s.varName];
+        v.assign(tf.tensor(s.host.slice(), v.shape, 'float32'));
+        s.assigned = v.dataId;
+      }
     });
     this.incrementIterations();
   }

@@ -186,8 +186,12 @@ class JobHandle : public Napi::ObjectWrap<JobHandle> {
     self->async_ = r;
     return QueueWork(
         info.Env(), "kradagrad.job",
-        [job, r]() {
+        [job, r]() mutable {
           krad::Status st = job->Run(&r->ctx);
+          // The ops' closures (staging copies, the last references to scratch tensors) are
+          // released here, on the pool thread: not on the main thread, and before the next
+          // step is recorded (which then reuses its staging buffers).
+          job.reset();
           std::lock_guard<std::mutex> lock(r->mu);
           r->status = st;
           r->done = true;

@@ -1,5 +1,6 @@
 #include "tensor_handle.h"
 
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -61,6 +62,7 @@ TensorHandle::~TensorHandle() {
 void TensorHandle::Release(Napi::Env env) {
   if (!tensor_) return;
   tensor_.reset();
+  staging_.reset();
   if (reported_) {
     Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
     reported_ = 0;
@@ -152,6 +154,18 @@ Napi::Value TensorHandle::Read(const Napi::CallbackInfo& info) {
   return out;
 }
 
+std::shared_ptr<std::vector<char>> TensorHandle::StagingBuffer(size_t bytes) {
+  // use_count() == 1: no queued or running job holds it (only this handle hands it out,
+  // and a job drops its copy with its closure after the upload ran); the fence orders
+  // that job's reads before our writes.
+  if (staging_ && staging_.use_count() == 1 && staging_->size() == bytes) {
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return staging_;
+  }
+  staging_ = std::make_shared<std::vector<char>>(bytes);
+  return staging_;
+}
+
 Napi::Value TensorHandle::Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto t = Get(env, info.This(), "tensor");
@@ -165,7 +179,7 @@ Napi::Value TensorHandle::Write(const Napi::CallbackInfo& info) {
                                            t->describe() + " but got " + std::to_string(src.ElementLength()));
   if (Recording(env)) {
     // The data is copied now: the job runs later, and the caller may reuse its array.
-    auto copy = std::make_shared<std::vector<char>>(t->bytes());
+    auto copy = Handle(env, info.This(), "tensor")->StagingBuffer(t->bytes());
     std::memcpy(copy->data(), typed_data(src), t->bytes());
     Dispatch(env, [t, copy](JobCtx&) { return t->backend()->upload(t->data(), copy->data(), t->bytes()); });
     return env.Undefined();
